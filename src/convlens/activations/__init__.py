@@ -1,0 +1,23 @@
+"""Intermediate activations: channel grids, single channels and blank ("empty") channels."""
+
+from .empty import EmptyChannels, empty_channels, empty_channels_table, write_csv, write_json
+from .grid import (
+    ActivationShapeError,
+    activation_grid,
+    channel_image,
+    seed_activation_grid,
+    standardize_channels,
+)
+
+__all__ = [
+    "ActivationShapeError",
+    "EmptyChannels",
+    "activation_grid",
+    "channel_image",
+    "empty_channels",
+    "empty_channels_table",
+    "seed_activation_grid",
+    "standardize_channels",
+    "write_csv",
+    "write_json",
+]

@@ -1,0 +1,208 @@
+"""Grids of per-channel activation maps, as in Chollet's "visualizing intermediate activations".
+
+The seed code standardizes every channel in a Python loop and pastes it into a float64 grid.
+:func:`activation_grid` computes the same pixels, bit for bit, with whole-array numpy operations;
+:func:`seed_activation_grid` keeps the original loop as the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..errors import ConvlensError
+
+__all__ = [
+    "ActivationShapeError",
+    "activation_grid",
+    "channel_image",
+    "seed_activation_grid",
+    "standardize_channels",
+]
+
+# A channel whose std is below this fraction of |mean| is checked for being exactly constant.
+_CONSTANT_RTOL = 1e-4
+
+
+class ActivationShapeError(ConvlensError, ValueError):
+    """Activations of the wrong shape (e.g. a batch where one image is expected)."""
+
+
+def _to_numpy(acts: Any) -> np.ndarray:
+    """Return ``acts`` as a numpy array (torch tensors are converted once, on the CPU)."""
+    if hasattr(acts, "detach"):  # torch.Tensor, without importing torch
+        t = acts.detach()
+        if t.is_floating_point() and str(t.dtype) not in ("torch.float32", "torch.float64"):
+            t = t.float()  # bfloat16/float16 have no (exact) numpy counterpart here
+        return t.cpu().numpy()
+    return np.asarray(acts)
+
+
+def _single_image(acts: Any) -> np.ndarray:
+    """Return the (H, W, C) float32/float64 activations of one image."""
+    a = _to_numpy(acts)
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            raise ActivationShapeError(
+                f"expected the activations of one image, shape (H, W, C) or (1, H, W, C); "
+                f"got a batch of {a.shape[0]} (shape {a.shape}): pass one image, e.g. acts[i]"
+            )
+        a = a[0]
+    elif a.ndim != 3:
+        raise ActivationShapeError(
+            f"expected channels-last activations of shape (H, W, C) or (1, H, W, C), "
+            f"got shape {a.shape}"
+        )
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32)
+    return a
+
+
+def _fallback_rows(rows: np.ndarray) -> np.ndarray:
+    """Standardize degenerate rows in float64 using their finite values only.
+
+    Used for channels on which the seed's formula yields NaN/inf (non-finite values, overflowing
+    sums, underflowing variance). +inf maps to 255, -inf and NaN to 0.
+    """
+    v = rows.astype(np.float64)
+    finite = np.isfinite(v)
+    count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    mean = np.where(finite, v, 0.0).sum(axis=1, keepdims=True) / count
+    dev = np.where(finite, v - mean, 0.0)
+    std = np.sqrt((dev * dev).sum(axis=1, keepdims=True) / count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(std > 0, dev / std * 64 + 128, 128.0)
+    out[np.isposinf(v)] = 255.0
+    out[np.isneginf(v) | np.isnan(v)] = 0.0
+    return out
+
+
+def standardize_channels(acts: Any) -> np.ndarray:
+    """Standardize each channel like the seed and return ``(C, H, W)`` uint8 images.
+
+    ``acts`` is (H, W, C) or (1, H, W, C), numpy or torch. Per channel: ``x -= x.mean()``,
+    ``x /= x.std()``, ``x *= 64``, ``x += 128``, clip to [0, 255], cast to uint8 -- the same
+    float32 (or float64) operations in the same order as the seed, so the result is bit-exact.
+
+    Differences from the seed, by design: all-zero channels stay 0 (the seed tests
+    ``sum != 0``, the same for non-negative data); constant non-zero channels map to 128; channels
+    the seed would turn into NaN/inf garbage are standardized over their finite values
+    (+inf -> 255, -inf and NaN -> 0).
+    """
+    a = _single_image(acts)
+    h, w, c = a.shape
+    n = h * w
+    if n == 0 or c == 0:
+        return np.zeros((c, h, w), dtype=np.uint8)
+    # Channels first and contiguous: numpy then reduces each row with the same pairwise
+    # summation it uses on one contiguous channel, which is what makes the result bit-exact.
+    x = a.reshape(n, c).T
+    xc = np.ascontiguousarray(x)
+    owned = not np.may_share_memory(xc, a)
+
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        mean = xc.mean(axis=1)
+        z = np.subtract(xc, mean[:, None], out=xc if owned else None)
+        std = z.std(axis=1)
+        z /= std[:, None]
+        z *= 64
+        z += 128
+
+        # Channels where the seed's formula is degenerate (std 0 or not finite), and channels
+        # with a tiny relative std that may be constant: decide them from the input values.
+        bad = ~(np.isfinite(std) & (std > 0))
+        check = np.flatnonzero(bad | (std <= _CONSTANT_RTOL * np.abs(mean)))
+        if check.size:
+            rows = x[check]
+            zero = ~rows.any(axis=1)
+            const = ~zero & (rows.max(axis=1) == rows.min(axis=1))
+            z[check[zero]] = 0
+            z[check[const]] = 128
+            rest = bad[check] & ~zero & ~const
+            if rest.any():
+                z[check[rest]] = _fallback_rows(rows[rest])
+
+    np.clip(z, 0, 255, out=z)
+    return z.astype(np.uint8).reshape(c, h, w)
+
+
+def activation_grid(
+    acts: Any, images_per_row: int = 16, *, sep: int = 1, sep_value: int = 0
+) -> np.ndarray:
+    """Tile all standardized channels of one image into a 2-D uint8 grid.
+
+    ``acts`` is (H, W, C) or (1, H, W, C) channels-last, numpy or torch (a PyTorch NCHW
+    output must be permuted first: ``t.permute(0, 2, 3, 1)``). Cells are H x W, separated by
+    ``sep`` pixels of ``sep_value``, ``images_per_row`` per row (fewer if C is smaller). With the
+    defaults and C a multiple of ``images_per_row`` the grid equals
+    ``seed_activation_grid(acts).astype(np.uint8)``; otherwise, unlike the seed, the remaining
+    channels are shown too, in a last row padded with zero cells.
+    """
+    if images_per_row < 1:
+        raise ValueError(f"images_per_row must be >= 1, got {images_per_row}")
+    if sep < 0:
+        raise ValueError(f"sep must be >= 0, got {sep}")
+    if not 0 <= sep_value <= 255:
+        raise ValueError(f"sep_value must be in [0, 255], got {sep_value}")
+    cells = standardize_channels(acts)
+    c, h, w = cells.shape
+    if c == 0:
+        return np.zeros((0, 0), dtype=np.uint8)
+    ncols = min(images_per_row, c)
+    nrows = -(-c // ncols)
+    height, width = nrows * (h + sep) - sep, ncols * (w + sep) - sep
+    grid = np.full((height, width), sep_value, dtype=np.uint8)
+    # (row, y, col, x) view of the cell pixels; cells never overlap, so writing through it is safe.
+    view = as_strided(
+        grid, shape=(nrows, h, ncols, w), strides=((h + sep) * width, width, w + sep, 1)
+    ).transpose(0, 2, 1, 3)
+    full_rows = c // ncols
+    full = full_rows * ncols
+    view[:full_rows] = cells[:full].reshape(full_rows, ncols, h, w)
+    if full < c:
+        view[-1, : c - full] = cells[full:]
+        view[-1, c - full :] = 0
+    return grid
+
+
+def seed_activation_grid(layer_activation: Any, images_per_row: int = 16) -> np.ndarray:
+    """The seed's loop, verbatim: the reference for tests and benchmarks.
+
+    ``layer_activation`` is (1, size, size, n_features); returns the float64 ``display_grid``.
+    Channels beyond the last full row are dropped, as in the seed.
+    """
+    layer_activation = _to_numpy(layer_activation)
+    n_features = layer_activation.shape[-1]
+    size = layer_activation.shape[1]
+    n_cols = n_features // images_per_row
+    display_grid = np.zeros(((size + 1) * n_cols - 1, images_per_row * (size + 1) - 1))
+    for col in range(n_cols):
+        for row in range(images_per_row):
+            channel_index = col * images_per_row + row
+            channel_image = layer_activation[0, :, :, channel_index].copy()
+            if channel_image.sum() != 0:
+                channel_image -= channel_image.mean()
+                channel_image /= channel_image.std()
+                channel_image *= 64
+                channel_image += 128
+            channel_image = np.clip(channel_image, 0, 255).astype("uint8")
+            display_grid[
+                col * (size + 1) : (col + 1) * size + col,
+                row * (size + 1) : (row + 1) * size + row,
+            ] = channel_image
+    return display_grid
+
+
+def channel_image(acts: Any, index: int) -> np.ndarray:
+    """Return the raw float (H, W) map of channel ``index`` of one image.
+
+    The seed's ``plt.matshow(activations[0][0, :, :, 5], cmap="viridis")`` is
+    ``plt.matshow(channel_image(activations[0], 5), cmap="viridis")``.
+    """
+    a = _single_image(acts)
+    c = a.shape[-1]
+    if not -c <= index < c:
+        raise IndexError(f"channel index {index} out of range for {c} channels")
+    return np.ascontiguousarray(a[:, :, index])

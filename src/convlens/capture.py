@@ -1,0 +1,166 @@
+"""The one hook core: record the outputs (and gradients) of chosen layers during a forward pass.
+
+A :class:`Capture` is a context manager over a :class:`~convlens.models.base.Model`. Inside it,
+``run(inputs)`` does one forward pass and fills ``outputs`` (native layout, detached unless
+gradients are requested). Hooks are removed on exit, whatever happened.
+
+Three switches keep the cost at the forward pass itself:
+
+- ``stop_early``: the forward pass is cut as soon as the last requested layer has produced its
+  output (nothing deeper is computed).
+- ``grad_from``: the forward pass runs without autograd until the first of these layers; its
+  output becomes a fresh leaf, so the graph (and the backward pass) starts there.
+- outputs are copied only when a later in-place op could overwrite them (torch modules).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .models.base import LayerInfo, Model
+
+
+class _StopForward(Exception):
+    """Raised from a hook to end a forward pass once every wanted output is recorded."""
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a layer produced (the first one, for layers returning tuples)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def _replace_first(output: Any, tensor: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return tensor
+    return type(output)([tensor, *output[1:]])
+
+
+class Capture:
+    """Record the outputs of ``layers`` (and make gradients w.r.t. them available).
+
+    Args:
+        model: the wrapped model.
+        layers: the layers to record (see ``Model.resolve``).
+        stop_early: stop the forward pass after the last recorded layer.
+        grad_from: layers whose outputs need gradients; the graph starts at the first of them and
+            the forward pass before it runs under ``torch.no_grad()``.
+        copy: store a private copy of each output, safe from later in-place ops. Defaults to the
+            framework's need (torch: yes, Keras: no).
+        channels_last: store 4-D outputs as (N, H, W, C) when the model is NCHW (one pass).
+        autograd: run the whole forward pass with autograd on (gradients w.r.t. the input, as
+            filter visualization needs); outputs are then kept in the graph, not detached.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        layers: Sequence[LayerInfo],
+        *,
+        stop_early: bool = False,
+        grad_from: Iterable[LayerInfo] = (),
+        copy: bool | None = None,
+        channels_last: bool = False,
+        autograd: bool = False,
+    ):
+        self.model = model
+        self.layers = list(layers)
+        self.grad_layers = {info.name for info in grad_from}
+        self.stop_early = stop_early
+        self.copy = model.framework == "torch" if copy is None else copy
+        self.channels_last = channels_last and model.layout == "NCHW"
+        self.autograd = autograd
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._by_module: dict[int, dict[int, LayerInfo]] = defaultdict(dict)
+        for info in self.layers:
+            self._by_module[id(info.module)][info.call] = info
+        for name in self.grad_layers:
+            if name not in {info.name for info in self.layers}:
+                raise ValueError(f"gradient layer {name!r} is not among the captured layers")
+        self._calls: dict[int, int] = defaultdict(int)
+        self._handles: list[Any] = []
+        self._grad_started = False
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _hook(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+        key = id(module)
+        call = self._calls[key]
+        self._calls[key] = call + 1
+        info = self._by_module[key].get(call)
+        if info is None:
+            return None
+        tensor = first_tensor(output)
+        if tensor is None:
+            raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
+        replaced = None
+        if self.autograd:
+            self.outputs[info.name] = tensor
+        elif info.name in self.grad_layers:
+            if not self._grad_started:
+                # The graph starts here: everything before ran without autograd.
+                torch.set_grad_enabled(True)
+                self._grad_started = True
+                tensor = tensor.detach().requires_grad_(True)
+            self.outputs[info.name] = tensor
+            # Downstream gets an alias-free copy, so in-place ops there cannot touch `tensor`.
+            replaced = _replace_first(output, tensor.clone())
+        else:
+            stored = tensor.detach()
+            if self.channels_last and stored.ndim == 4:
+                stored = stored.permute(0, 2, 3, 1).contiguous()
+            elif self.copy:
+                stored = stored.clone()
+            self.outputs[info.name] = stored
+        if self.stop_early and len(self.outputs) == len(self.layers):
+            raise _StopForward
+        return replaced
+
+    def __enter__(self) -> Capture:
+        modules = {id(info.module): info.module for info in self.layers}
+        try:
+            for module in modules.values():
+                self._handles.append(module.register_forward_hook(self._hook))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, inputs: torch.Tensor, forward: Callable[[torch.Tensor], Any] | None = None):
+        """One forward pass; returns the model output, or None when stopped early."""
+        self.outputs = {}
+        self._calls.clear()
+        self._grad_started = False
+        forward = forward or self.model.forward
+        grad_mode = torch.is_grad_enabled()
+        try:
+            with torch.set_grad_enabled(self.autograd):
+                result = forward(inputs)
+        except _StopForward:
+            result = None
+        finally:
+            torch.set_grad_enabled(grad_mode)
+        missing = [info.name for info in self.layers if info.name not in self.outputs]
+        if missing:
+            raise RuntimeError(
+                f"layers {missing} produced no output in this forward pass; "
+                "is the input the kind this model expects?"
+            )
+        return result

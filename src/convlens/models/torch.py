@@ -1,0 +1,83 @@
+"""PyTorch adapter: any ``nn.Module`` that takes (N, 3, H, W) images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .base import Model, Preprocess, resolve_preprocess
+
+_CONV = (nn.modules.conv._ConvNd,)
+_POOL = (
+    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
+_NORM = (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+)
+_ACTIVATION = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax,
+    nn.Softplus, nn.Hardtanh,
+)
+_KINDS: tuple[tuple[tuple[type, ...], str], ...] = (
+    (_CONV, "conv"),
+    (_POOL, "pool"),
+    ((nn.Linear, nn.Bilinear), "linear"),
+    (_NORM, "norm"),
+    (_ACTIVATION, "activation"),
+    ((nn.modules.dropout._DropoutNd,), "dropout"),
+    ((nn.Flatten, nn.Unflatten, nn.Identity, nn.Upsample, nn.PixelShuffle), "reshape"),
+)
+
+
+class TorchModel(Model):
+    """A ``torch.nn.Module`` taking NCHW images; it is put in ``eval()`` mode."""
+
+    framework = "torch"
+    layout = "NCHW"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        name: str | None = None,
+        preprocess: str | Preprocess | None = None,
+        input_size: tuple[int, int] = (224, 224),
+        class_names: Sequence[str] | None = None,
+        output: str = "logits",
+    ):
+        network.eval()
+        super().__init__(
+            network,
+            name=name or type(network).__name__,
+            preprocess=resolve_preprocess(preprocess, "imagenet"),
+            input_size=input_size,
+            class_names=class_names,
+            output=output,
+        )
+
+    def _walk(self) -> Iterator[tuple[str, nn.Module, bool]]:
+        for name, module in self.network.named_modules():
+            if name:  # the root is the model itself
+                yield name, module, not any(True for _ in module.children())
+
+    def _kind(self, module: nn.Module) -> str:
+        for classes, kind in _KINDS:
+            if isinstance(module, classes):
+                return kind
+        return "other" if not any(True for _ in module.children()) else "block"
+
+    def _to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)
+
+    def to(self, device: str | torch.device) -> TorchModel:
+        """Move the network to ``device`` (the views follow it)."""
+        self.network.to(device)
+        return self
