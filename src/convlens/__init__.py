@@ -14,11 +14,11 @@ import os
 # Keras models run on Keras's torch backend; this must be set before keras is first imported.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from .activations import activation_grid, empty_channels  # noqa: E402
-from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError  # noqa: E402
-from .images import SAMPLES, load_image, load_images, sample_image  # noqa: E402
-from .models import LayerInfo, Model, Prediction, load_model  # noqa: E402
-from .render import overlay  # noqa: E402
+from .activations import activation_grid, empty_channels
+from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError
+from .images import SAMPLES, load_image, load_images, sample_image
+from .models import LayerInfo, Model, Prediction, load_model
+from .render import overlay
 
 __version__ = "0.1.0"
 

@@ -21,13 +21,13 @@ class ModelError(ConvlensError, ValueError):
 class LayerNotFoundError(ConvlensError, KeyError):
     """A layer name that the model does not have."""
 
-    def __init__(self, name: str, known: Iterable[str]):
+    def __init__(self, name: str, known: Iterable[str], count: int | None = None):
         known = list(known)
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         super().__init__(
             f"no layer named {name!r} in this model.{hint} "
-            f"`convlens layers` (or model.layers()) lists all {len(known)} layers."
+            f"`convlens layers` (or model.layers()) lists all {count or len(known)} of them."
         )
         self.name = name
         self.close_matches = close

@@ -10,14 +10,13 @@ import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 #: Sample photos bundled with scikit-image, with the ImageNet class a good model sees in each.
 SAMPLES: dict[str, str] = {

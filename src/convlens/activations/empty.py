@@ -81,9 +81,7 @@ def empty_channels_table(rows: Iterable[EmptyChannels]) -> list[dict[str, Any]]:
 
 
 def _as_table(rows: Iterable[EmptyChannels | Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        empty_channels_table([r])[0] if isinstance(r, EmptyChannels) else dict(r) for r in rows
-    ]
+    return [empty_channels_table([r])[0] if isinstance(r, EmptyChannels) else dict(r) for r in rows]
 
 
 def write_csv(rows: Iterable[EmptyChannels | Mapping[str, Any]], path: str | Path) -> Path:

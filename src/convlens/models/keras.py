@@ -198,5 +198,7 @@ def load_keras_file(path: Path, **options: Any) -> KerasModel:
     try:
         network = keras.saving.load_model(path, compile=False)
     except Exception as err:
-        raise ModelError(f"could not load the Keras model {path}: {type(err).__name__}: {err}") from err
+        raise ModelError(
+            f"could not load the Keras model {path}: {type(err).__name__}: {err}"
+        ) from err
     return KerasModel(network, **options)

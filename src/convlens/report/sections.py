@@ -1,0 +1,249 @@
+"""The report's sections: each computes its facts (plain data) and stores its pictures by key."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..activations import activation_grid, empty_channels
+from ..errors import ModelError
+from ..models import LayerInfo, Model
+from ..progress import Advance
+from ..render import draw_box, draw_label
+from .pictures import grid_png, jpeg_bytes, photo_bytes, png_bytes
+
+if TYPE_CHECKING:
+    from .builder import ReportOptions
+
+#: Per-method options that keep the expensive (one forward pass per channel) methods affordable.
+CHEAP_OPTIONS: dict[str, dict[str, Any]] = {}
+
+#: Activation grids put this many channels in a row (the seed's ``images_per_row``).
+PER_ROW = 16
+#: Filter galleries put this many filters in a row.
+FILTERS_PER_ROW = 8
+
+
+def model_facts(model: Model) -> dict[str, Any]:
+    """Name, framework, input size, parameter count and the layer table."""
+    layers = model.layers()
+    return {
+        "name": model.name,
+        "framework": model.framework,
+        "input_size": list(model.input_size),
+        "parameters": model.parameter_count(),
+        "output": model.output,
+        "classes": len(model.class_names) if model.class_names else None,
+        "layers": [
+            {
+                "name": info.name,
+                "kind": info.kind,
+                "type": info.type,
+                "output_shape": None if info.output_shape is None else list(info.output_shape[1:]),
+            }
+            for info in layers
+        ],
+    }
+
+
+def predictions(
+    model: Model, pixels: torch.Tensor, labels: Sequence[str], top: int,
+    pictures: dict[str, bytes],
+) -> list[dict[str, Any]]:
+    """Top-``top`` classes per image, and each image as the model sees it."""
+    answers = model.predict(pixels, top=top)
+    facts = []
+    for i, (label, answer) in enumerate(zip(labels, answers)):
+        key = f"image-{i}"
+        pictures[key] = photo_bytes(pixels[i])
+        facts.append({
+            "name": label,
+            "picture": key,
+            "predictions": [
+                {"index": p.index, "name": p.name, "probability": round(p.probability, 6)}
+                for p in answer
+            ],
+            "cam": {"classes": [], "methods": []},
+        })
+    return facts
+
+
+# -- class activation maps -----------------------------------------------------------------------
+def cam_methods(requested: Sequence[str] | None) -> list[str]:
+    """The CAM methods to run, Grad-CAM first; unknown names are an error."""
+    from ..cam import METHODS
+
+    names = list(METHODS) if requested is None else list(dict.fromkeys(requested))
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ModelError(
+            f"unknown CAM method {', '.join(map(repr, unknown))}; use some of {', '.join(METHODS)}"
+        )
+    return sorted(names, key=lambda n: n != "gradcam")
+
+
+def cam_work(images: int, classes: int, methods: Sequence[str]) -> int:
+    """Progress steps of the CAM section: one per class overlay batch and per method."""
+    return min(classes, 1000) + len(methods) if images else 0
+
+
+def cams(
+    model: Model, pixels: torch.Tensor, image_facts: list[dict[str, Any]], methods: Sequence[str],
+    options: ReportOptions, pictures: dict[str, bytes], advance: Advance,
+) -> None:
+    """Grad-CAM for the top classes (with boxes), then every method for the top class."""
+    from ..cam.metrics import deletion_insertion
+
+    top = len(image_facts[0]["predictions"])
+    for rank in range(min(options.cam_classes, top)):
+        targets = [facts["predictions"][rank]["index"] for facts in image_facts]
+        result = model.cam(pixels, method="gradcam", target=targets, layer=options.cam_layer)
+        overlays = result.overlays()
+        for i, facts in enumerate(image_facts):
+            key = f"cam-class-{i}-{rank}"
+            box = [int(v) for v in result.boxes[i]]
+            picture = draw_box(overlays[i], box)
+            picture = draw_label(picture, f"{rank + 1}. {result.target_names[i]}")
+            pictures[key] = jpeg_bytes(picture)
+            facts["cam"]["classes"].append({
+                "rank": rank + 1, "target": int(result.target[i]),
+                "name": result.target_names[i], "score": float(result.score[i]), "box": box,
+                "layers": list(result.layers), "picture": key,
+            })
+        advance(1)
+    targets = [facts["predictions"][0]["index"] for facts in image_facts]
+    for method in methods:
+        start = perf_counter()
+        result = model.cam(
+            pixels, method=method, target=targets, layer=options.cam_layer,
+            **CHEAP_OPTIONS.get(method, {}),
+        )
+        seconds = perf_counter() - start
+        scores = deletion_insertion(
+            model, pixels, result.heatmap, targets, steps=options.metric_steps
+        )
+        overlays = result.overlays()
+        for i, facts in enumerate(image_facts):
+            key = f"cam-method-{i}-{method}"
+            pictures[key] = jpeg_bytes(draw_box(overlays[i], [int(v) for v in result.boxes[i]]))
+            facts["cam"]["methods"].append({
+                "method": method, "target": int(result.target[i]),
+                "name": result.target_names[i], "layers": list(result.layers),
+                "deletion": _per_image(scores, "deletion", i),
+                "insertion": _per_image(scores, "insertion", i),
+                "seconds": round(seconds / len(image_facts), 3), "picture": key,
+            })
+        advance(1)
+
+
+def _per_image(scores: dict[str, Any], key: str, index: int) -> float | None:
+    value = scores.get(key)
+    if value is None:
+        return None
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    return round(float(array[index] if array.size > 1 else array[0]), 4)
+
+
+# -- activations ---------------------------------------------------------------------------------
+def activations(
+    model: Model, pixels: torch.Tensor, labels: Sequence[str], layers: Sequence[LayerInfo],
+    shown: Sequence[int], pictures: dict[str, bytes], advance: Advance,
+) -> dict[str, Any]:
+    """Channel grids of ``layers`` for the ``shown`` images; empty channels for every image."""
+    facts = []
+    for info in layers:
+        shape = list(info.output_shape[1:]) if info.output_shape else []
+        facts.append({
+            "name": info.name, "kind": info.kind, "type": info.type, "shape": shape,
+            "channels": info.channels, "cell": shape[:2], "per_row": min(PER_ROW, info.channels or 1),
+            "empty": {}, "empty_all": None, "grids": [],
+        })
+    empty_everywhere: dict[str, set[int]] = {}
+    names = [info.name for info in layers]
+    for i, label in enumerate(labels):
+        acts = model.activations(pixels[i : i + 1], layers=names)
+        for layer_facts, row in zip(facts, empty_channels(acts)):
+            layer_facts["empty"][label] = row.empty
+            channels = set(row.channels)
+            previous = empty_everywhere.get(row.layer)
+            empty_everywhere[row.layer] = channels if previous is None else previous & channels
+            if i in shown:
+                key = f"act-{i}-{len(layer_facts['grids'])}-{row.layer}"
+                pictures[key] = grid_png(activation_grid(acts[row.layer][0], PER_ROW))
+                layer_facts["grids"].append({"image": label, "picture": key})
+            advance(1)
+    for layer_facts in facts:
+        layer_facts["empty_all"] = len(empty_everywhere.get(layer_facts["name"], ()))
+    return {"images": [labels[i] for i in shown], "layers": facts}
+
+
+# -- filters -------------------------------------------------------------------------------------
+def filter_layers(model: Model, options: ReportOptions) -> list[LayerInfo]:
+    """The layers whose filters are drawn: evenly spaced conv layers, shallow to deep."""
+    if not isinstance(options.filter_layers, int):
+        return model.resolve(list(options.filter_layers))
+    convs = [info for info in model.resolve("conv") if info.spatial]
+    count = min(options.filter_layers, len(convs))
+    if count <= 0:
+        return []
+    picks = np.unique(np.linspace(0, len(convs) - 1, count).round().astype(int))
+    return [convs[i] for i in picks]
+
+
+def filters(
+    model: Model, layers: Sequence[LayerInfo], options: ReportOptions,
+    pictures: dict[str, bytes], advance: Advance,
+) -> dict[str, Any]:
+    """A gallery of filter visualizations per layer."""
+    from ..filters import filter_grid
+
+    facts = []
+    for info in layers:
+        start = perf_counter()
+        channels = list(range(min(options.filter_channels, info.channels or 0)))
+        extra = {} if options.filter_steps is None else {"steps": options.filter_steps}
+        result = model.filters(info.name, channels=channels, recipe=options.filter_recipe, **extra)
+        key = f"filters-{info.name}"
+        pictures[key] = png_bytes(filter_grid(result, per_row=FILTERS_PER_ROW))
+        facts.append({
+            "layer": info.name, "kind": info.kind, "channels": [int(c) for c in result.channels],
+            "activation": [round(float(v), 4) for v in np.asarray(result.activation)],
+            "quality": [round(float(v), 4) for v in np.asarray(result.quality)],
+            "size": list(result.images.shape[1:3]), "per_row": FILTERS_PER_ROW,
+            "seconds": round(perf_counter() - start, 3), "picture": key,
+        })
+        advance(1)
+    return {"recipe": options.filter_recipe, "layers": facts}
+
+
+# -- run facts -----------------------------------------------------------------------------------
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def run_facts(model: Model, timings: dict[str, float], total: float) -> dict[str, Any]:
+    """Versions, device and timings of this run."""
+    packages = ["convlens", "torch", "numpy", "pillow", "scipy", "scikit-image", "matplotlib"]
+    if model.framework == "keras":
+        packages.append("keras")
+    versions = {"python": sys.version.split()[0]}
+    versions.update({p: v for p in packages if (v := _version(p)) is not None})
+    return {
+        "versions": versions,
+        "platform": platform.platform(terse=True),
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "timings": dict(timings),
+        "total_seconds": round(total, 3),
+    }
