@@ -30,8 +30,8 @@ def test_activations_command_writes_grids_and_empty_table(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(image)
     out = tmp_path / "out"
     code = main([
-        "activations", str(image), "--model", str(model_path), "--preprocess", "unit", "--input-size", "32",
-        "--layers", "1", "4", "--out", str(out), "-q",
+        "activations", str(image), "--model", str(model_path), "--preprocess", "unit",
+        "--input-size", "32", "--layers", "1", "4", "--out", str(out), "-q",
     ])
     assert code == 0
     pngs = sorted(p.name for p in out.glob("*.png"))

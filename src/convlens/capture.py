@@ -10,7 +10,7 @@ Three switches keep the cost at the forward pass itself:
   output (nothing deeper is computed).
 - ``grad_from``: the forward pass runs without autograd until the first of these layers; its
   output becomes a fresh leaf, so the graph (and the backward pass) starts there.
-- outputs are copied only when a later in-place op could overwrite them (torch modules).
+- outputs are copied only when a later in-place op overwrites them (seen in the model's trace).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class Capture:
         stop_early: stop the forward pass after the last recorded layer.
         grad_from: layers whose outputs need gradients; the graph starts at the first of them and
             the forward pass before it runs under ``torch.no_grad()``.
-        copy: store a private copy of each output, safe from later in-place ops. Defaults to the
-            framework's need (torch: yes, Keras: no).
+        copy: store a private copy of each output. By default only outputs that a later in-place
+            op would overwrite are copied (found when the model's layers were traced).
         channels_last: store 4-D outputs as (N, H, W, C) when the model is NCHW (one pass).
         autograd: run the whole forward pass with autograd on (gradients w.r.t. the input, as
             filter visualization needs); outputs are then kept in the graph, not detached.
@@ -75,7 +75,7 @@ class Capture:
         self.layers = list(layers)
         self.grad_layers = {info.name for info in grad_from}
         self.stop_early = stop_early
-        self.copy = model.framework == "torch" if copy is None else copy
+        self.copy = copy
         self.channels_last = channels_last and model.layout == "NCHW"
         self.autograd = autograd
         self.outputs: dict[str, torch.Tensor] = {}
@@ -116,7 +116,7 @@ class Capture:
             stored = tensor.detach()
             if self.channels_last and stored.ndim == 4:
                 stored = stored.permute(0, 2, 3, 1).contiguous()
-            elif self.copy:
+            elif self.copy or (self.copy is None and info.overwritten):
                 stored = stored.clone()
             self.outputs[info.name] = stored
         if self.stop_early and len(self.outputs) == len(self.layers):

@@ -54,6 +54,8 @@ class LayerInfo:
     call: int = 0
     is_leaf: bool = True
     order: int = 0
+    #: a later op modifies this output in place (an in-place ReLU): captures must copy it.
+    overwritten: bool = False
 
     @property
     def spatial(self) -> bool:
@@ -243,12 +245,12 @@ class Model(ABC):
         if not walked:
             raise ModelError(f"{self.name} has no layers to look at")
         names = {id(m): (n, leaf) for n, m, leaf in walked}
-        calls: list[tuple[str, torch.nn.Module, bool, tuple[int, ...] | None]] = []
+        calls: list[tuple[str, torch.nn.Module, bool, torch.Tensor | None, int]] = []
 
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             name, leaf = names[id(module)]
             t = first_tensor(output)
-            calls.append((name, module, leaf, None if t is None else tuple(t.shape)))
+            calls.append((name, module, leaf, t, -1 if t is None else t._version))
 
         handles = [m.register_forward_hook(hook) for _, m, _ in walked]
         try:
@@ -269,15 +271,17 @@ class Model(ABC):
             count[name] = count.get(name, 0) + 1
         seen: dict[str, int] = {}
         infos = []
-        for order, (name, module, leaf, shape) in enumerate(calls):
+        for order, (name, module, leaf, tensor, version) in enumerate(calls):
             call = seen.get(name, 0)
             seen[name] = call + 1
             label = f"{name}#{call + 1}" if count[name] > 1 else name
+            shape = None if tensor is None else tuple(tensor.shape)
             infos.append(
                 LayerInfo(
                     name=label, kind=self._kind(module), type=type(module).__name__,
                     output_shape=self._channels_last_shape(shape), module=module,
                     module_name=name, call=call, is_leaf=leaf, order=order,
+                    overwritten=tensor is not None and tensor._version != version,
                 )
             )
         return infos
@@ -345,17 +349,21 @@ class Model(ABC):
     ) -> dict[str, np.ndarray]:
         """Outputs of the chosen layers (default: conv and pooling) in one forward pass.
 
-        Returns ``{layer name: (N, H, W, C) float32 array}`` in forward order.
+        Returns ``{layer name: (N, H, W, C) float32 array}`` in forward order. For torch models
+        the arrays are channels-last views of the network's own NCHW memory (no copy).
         """
         chosen = self.resolve(layers)
         x = self.to_pixels(images)
         parts: dict[str, list[np.ndarray]] = {i.name: [] for i in chosen}
         for start in range(0, x.shape[0], batch_size):
             batch = self.prepare(x[start : start + batch_size])
-            with Capture(self, chosen, stop_early=True, channels_last=True) as cap:
+            with Capture(self, chosen, stop_early=True) as cap:
                 cap.run(batch)
             for name, tensor in cap.outputs.items():
-                parts[name].append(tensor.float().cpu().numpy())
+                array = tensor.float().cpu().numpy()
+                if self.layout == "NCHW" and array.ndim == 4:
+                    array = array.transpose(0, 2, 3, 1)  # a channels-last view, no copy
+                parts[name].append(array)
         return {
             name: arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
             for name, arrs in parts.items()

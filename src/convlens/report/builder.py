@@ -120,11 +120,10 @@ class _Run:
 
     @contextmanager
     def section(self, key: str, description: str, total: int) -> Iterator[Advance]:
+        """Time a section; its bar is shown only when it has work (``total`` > 0)."""
         start = perf_counter()
-        with progress_bar(description, max(total, 1), enabled=self.progress) as advance:
+        with progress_bar(description, total, enabled=self.progress and total > 0) as advance:
             yield advance
-            if total == 0:
-                advance(1)
         self.timings[key] = round(perf_counter() - start, 3)
 
 

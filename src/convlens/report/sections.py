@@ -78,6 +78,8 @@ def predictions(
 # -- class activation maps -----------------------------------------------------------------------
 def cam_methods(requested: Sequence[str] | None) -> list[str]:
     """The CAM methods to run, Grad-CAM first; unknown names are an error."""
+    if requested is not None and not requested:
+        return []
     from ..cam import METHODS
 
     names = list(METHODS) if requested is None else list(dict.fromkeys(requested))
@@ -99,8 +101,6 @@ def cams(
     options: ReportOptions, pictures: dict[str, bytes], advance: Advance,
 ) -> None:
     """Grad-CAM for the top classes (with boxes), then every method for the top class."""
-    from ..cam.metrics import deletion_insertion
-
     top = len(image_facts[0]["predictions"])
     for rank in range(min(options.cam_classes, top)):
         targets = [facts["predictions"][rank]["index"] for facts in image_facts]
@@ -118,6 +118,10 @@ def cams(
                 "layers": list(result.layers), "picture": key,
             })
         advance(1)
+    if not methods:
+        return
+    from ..cam.metrics import deletion_insertion
+
     targets = [facts["predictions"][0]["index"] for facts in image_facts]
     for method in methods:
         start = perf_counter()
@@ -169,7 +173,9 @@ def activations(
     names = [info.name for info in layers]
     for i, label in enumerate(labels):
         acts = model.activations(pixels[i : i + 1], layers=names)
-        for layer_facts, row in zip(facts, empty_channels(acts)):
+        rows = {row.layer: row for row in empty_channels(acts)}
+        for layer_facts in facts:
+            row = rows[layer_facts["name"]]
             layer_facts["empty"][label] = row.empty
             channels = set(row.channels)
             previous = empty_everywhere.get(row.layer)
@@ -202,6 +208,8 @@ def filters(
     pictures: dict[str, bytes], advance: Advance,
 ) -> dict[str, Any]:
     """A gallery of filter visualizations per layer."""
+    if not layers:
+        return {"recipe": options.filter_recipe, "layers": []}
     from ..filters import filter_grid
 
     facts = []

@@ -1,0 +1,210 @@
+"""The one optimization loop behind both recipes: batched, chunked, deterministic.
+
+All requested images are optimized together, in chunks sized to a memory budget. Each image has
+its own generator (seeded from the seed and its channel), so the chunking never changes a result.
+The forward pass stops at the deepest layer the objective reads, unless it needs class logits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..capture import Capture, first_tensor
+from ..errors import ModelError
+from .objectives import Captured, Objective, nchw
+from .recipes import Recipe
+
+if TYPE_CHECKING:
+    from ..models.base import LayerInfo, Model
+
+__all__ = ["Rendered", "chunk_rows", "default_memory_budget", "render"]
+
+Advance = Callable[[int], None]
+
+
+@dataclass
+class Rendered:
+    """Images and what they reach: ``scores`` of the objective, ``extra`` of other objectives."""
+
+    pictures: torch.Tensor  # (K, h, w, 3) uint8
+    scores: torch.Tensor  # (K,)
+    extra: list[torch.Tensor]  # one (K,) per objective of ``measure``
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes one chunk may use: half the free GPU memory, or 1/8 of RAM (at most 2 GiB)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return int(min(2 << 30, ram // 8))
+
+
+def bytes_per_image(model: Model, infos: Sequence[LayerInfo], full: bool,
+                    network_size: tuple[int, int]) -> int:
+    """Activation memory of one image's forward + backward up to the deepest layer needed."""
+    leaves = model.layers()
+    last = max((i.order for i in infos), default=-1)
+    if full or last < 0:
+        last = max(i.order for i in leaves)
+    h, w = model.input_size
+    area = network_size[0] * network_size[1] / (h * w)
+    elements = sum(
+        math.prod(i.output_shape[1:]) for i in leaves
+        if i.order <= last and i.output_shape is not None
+    )
+    itemsize = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    # outputs kept for the backward pass + their gradients, and the image itself
+    return int(2 * elements * area * itemsize + 16 * 3 * network_size[0] * network_size[1])
+
+
+def chunk_rows(count: int, chunk: int) -> list[slice]:
+    """``count`` images in near-equal chunks of at most ``chunk``."""
+    chunks = max(1, math.ceil(count / max(1, chunk)))
+    bounds = [round(i * count / chunks) for i in range(chunks + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+@contextmanager
+def _guard_in_place(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Hand later layers a copy of these modules' outputs, so in-place ops cannot alter them.
+
+    Registered after the capture's hooks: the capture keeps the original, downstream gets a clone.
+    """
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        t = first_tensor(output)
+        if t is None:
+            return None
+        return t.clone() if isinstance(output, torch.Tensor) else type(output)([t.clone(), *output[1:]])
+
+    handles = [m.register_forward_hook(hook) for m in {id(m): m for m in modules}.values()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def _capturing(model: Model, infos: Sequence[LayerInfo], *, needs_logits: bool,
+               autograd: bool) -> Iterator[Callable[[torch.Tensor], Captured]]:
+    """A forward function giving a :class:`Captured` (stopping early when logits are not needed)."""
+    stop_early = not needs_logits and bool(infos)
+    with ExitStack() as stack:
+        cap = stack.enter_context(
+            Capture(model, infos, stop_early=stop_early, autograd=autograd)
+        )
+        if autograd and model.framework == "torch" and not (stop_early and len(infos) == 1):
+            stack.enter_context(_guard_in_place([i.module for i in infos]))
+        if needs_logits:
+            stack.enter_context(model.logit_outputs())
+
+        def forward(net_input: torch.Tensor) -> Captured:
+            out = cap.run(net_input)
+            layers = {i.name: nchw(cap.outputs[i.name], model.layout) for i in infos}
+            return Captured(layers, out if needs_logits else None)
+
+        yield forward
+
+
+def _run_network(forward: Callable[[torch.Tensor], Captured], net_input: torch.Tensor,
+                 size: tuple[int, int]) -> Captured:
+    try:
+        return forward(net_input)
+    except RuntimeError as err:
+        if "produced no output" in str(err):
+            raise
+        raise ModelError(
+            f"the network failed on {size[0]}x{size[1]} inputs ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]}); try another size="
+        ) from err
+
+
+def render(
+    model: Model,
+    objective: Objective,
+    recipe: Recipe,
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    size: tuple[int, int],
+    measure: Sequence[Objective] = (),
+    batch_size: int | None = None,
+    memory_budget: int | None = None,
+    advance: Advance | None = None,
+) -> Rendered:
+    """Optimize ``len(seeds)`` images for ``objective`` with ``recipe``.
+
+    ``measure``: more objectives evaluated (no gradients) on the finished images.
+    ``advance(1)`` is called after every step of every chunk.
+    """
+    count = len(seeds)
+    objective.check(model, count)
+    for extra in measure:
+        extra.check(model, count)
+    infos = _layer_infos(model, objective.layers)
+    all_infos = _layer_infos(model, [*objective.layers, *(n for m in measure for n in m.layers)])
+    needs_logits = objective.needs_logits or any(m.needs_logits for m in measure)
+    net_size = recipe.network_size(model, size)
+    rows = chunk_rows(count, plan_chunk(model, objective, count, net_size, batch_size,
+                                        memory_budget))
+    pictures, scores, extra = [], [], []
+    for part in rows:
+        generators = [
+            torch.Generator(device=model.device).manual_seed(int(s)) for s in seeds[part]
+        ]
+        run = recipe.start(model, generators, size, steps)
+        optimizer = recipe.optimizer(run.params)
+        with _capturing(model, infos, needs_logits=objective.needs_logits, autograd=True) as fwd:
+            for step in range(steps):
+                captured = _run_network(fwd, run.network_input(step), net_size)
+                loss = -objective(captured, part).sum()
+                grads = torch.autograd.grad(loss, run.params)
+                for p, g in zip(run.params, grads):
+                    p.grad = g
+                optimizer.step()
+                if advance is not None:
+                    advance(1)
+        with torch.no_grad(), _capturing(
+            model, all_infos, needs_logits=needs_logits, autograd=False
+        ) as fwd:
+            captured = _run_network(fwd, run.final_input(), net_size)
+            scores.append(objective(captured, part).float())
+            extra.append([m(captured, part).float() for m in measure])
+            pictures.append(run.pictures())
+    return Rendered(
+        pictures=torch.cat(pictures),
+        scores=torch.cat(scores),
+        extra=[torch.cat([e[i] for e in extra]) for i in range(len(measure))],
+    )
+
+
+def plan_chunk(model: Model, objective: Objective, count: int, network_size: tuple[int, int],
+               batch_size: int | None = None, memory_budget: int | None = None) -> int:
+    """How many images one chunk holds: all if the objective couples them, else what fits."""
+    if batch_size is not None and batch_size < 1:
+        raise ModelError(f"batch_size must be a positive number, not {batch_size}")
+    if objective.coupled:
+        return count
+    if batch_size is not None:
+        return min(batch_size, count)
+    budget = memory_budget if memory_budget is not None else default_memory_budget(model.device)
+    infos = _layer_infos(model, objective.layers)
+    per_image = bytes_per_image(model, infos, objective.needs_logits, network_size)
+    return max(1, min(count, budget // max(per_image, 1)))
+
+
+def _layer_infos(model: Model, names: Sequence[str]) -> list[LayerInfo]:
+    infos = {model.layer(n).name: model.layer(n) for n in dict.fromkeys(names)}
+    return list(infos.values())
