@@ -195,6 +195,17 @@ def nchw(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.permute(0, 3, 1, 2) if layout == "NHWC" and x.ndim == 4 else x
 
 
+def without_border(maps: torch.Tensor, border: int, layer: str = "") -> torch.Tensor:
+    """Maps (..., H, W) without ``border`` positions on each side (the book's ``2:-2``)."""
+    h, w = maps.shape[-2:]
+    if min(h, w) <= 2 * border:
+        raise ModelError(
+            f"layer {layer!r} gives {h}x{w} maps, too small for a {border}-position border; "
+            "use a larger image size or border=0"
+        )
+    return maps[..., border : h - border, border : w - border]
+
+
 # -- the objectives ----------------------------------------------------------------------------
 def channel(layer: str, index: Index, border: int = 0) -> Objective:
     """Mean activation of one channel (per image: a sequence), ``border`` positions left out.
@@ -206,15 +217,8 @@ def channel(layer: str, index: Index, border: int = 0) -> Objective:
 
     def score(c: Captured, rows: slice) -> torch.Tensor:
         x = c[layer]
-        h, w = x.shape[-2:]
-        if min(h, w) <= 2 * border:
-            raise ModelError(
-                f"layer {layer!r} gives {h}x{w} maps, too small for a {border}-position border; "
-                "use a larger image size or border=0"
-            )
         maps = _pick(x, _per_image(index, rows, x.shape[0], x.device))
-        maps = maps[:, border : h - border, border : w - border]
-        return maps.mean(dim=(1, 2))
+        return without_border(maps, border, layer).mean(dim=(-2, -1))
 
     return Objective(
         score, layers=[layer], checks=[_check_layer(layer, index, spatial=True, what="channel")],

@@ -97,9 +97,13 @@ def _guard_in_place(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
 
 
 @contextmanager
-def _capturing(model: Model, infos: Sequence[LayerInfo], *, needs_logits: bool,
+def _capturing(model: Model, wanted: dict[str, LayerInfo], *, needs_logits: bool,
                autograd: bool) -> Iterator[Callable[[torch.Tensor], Captured]]:
-    """A forward function giving a :class:`Captured` (stopping early when logits are not needed)."""
+    """A forward function giving a :class:`Captured` (stopping early when logits are not needed).
+
+    ``wanted`` maps the names the objectives use to the layers they resolve to.
+    """
+    infos = list({i.name: i for i in wanted.values()}.values())
     stop_early = not needs_logits and bool(infos)
     with ExitStack() as stack:
         cap = stack.enter_context(
@@ -112,7 +116,9 @@ def _capturing(model: Model, infos: Sequence[LayerInfo], *, needs_logits: bool,
 
         def forward(net_input: torch.Tensor) -> Captured:
             out = cap.run(net_input)
-            layers = {i.name: nchw(cap.outputs[i.name], model.layout) for i in infos}
+            layers = {
+                name: nchw(cap.outputs[info.name], model.layout) for name, info in wanted.items()
+            }
             return Captured(layers, out if needs_logits else None)
 
         yield forward
@@ -200,11 +206,11 @@ def plan_chunk(model: Model, objective: Objective, count: int, network_size: tup
     if batch_size is not None:
         return min(batch_size, count)
     budget = memory_budget if memory_budget is not None else default_memory_budget(model.device)
-    infos = _layer_infos(model, objective.layers)
+    infos = list(_layer_infos(model, objective.layers).values())
     per_image = bytes_per_image(model, infos, objective.needs_logits, network_size)
     return max(1, min(count, budget // max(per_image, 1)))
 
 
-def _layer_infos(model: Model, names: Sequence[str]) -> list[LayerInfo]:
-    infos = {model.layer(n).name: model.layer(n) for n in dict.fromkeys(names)}
-    return list(infos.values())
+def _layer_infos(model: Model, names: Sequence[str]) -> dict[str, LayerInfo]:
+    """The layer each name (as the objectives spell it) resolves to."""
+    return {name: model.layer(name) for name in dict.fromkeys(names)}
