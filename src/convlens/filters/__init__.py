@@ -69,10 +69,11 @@ class FilterResult:
         return to_png_bytes(filter_grid(self))
 
     def __repr__(self) -> str:
+        finite = self.quality[np.isfinite(self.quality)]
+        median = float(np.median(finite)) if finite.size else float("nan")
         return (
             f"<FilterResult {self.layer!r}, {self.recipe}: {len(self.channels)} images "
-            f"{self.images.shape[1]}x{self.images.shape[2]}, median quality "
-            f"{np.nanmedian(self.quality) if np.isfinite(self.quality).any() else float('nan'):.2f}>"
+            f"{self.images.shape[1]}x{self.images.shape[2]}, median quality {median:.2f}>"
         )
 
 
@@ -159,7 +160,8 @@ def visualize_filters(
     target = objective if objective is not None else default
     if objective is not None and not isinstance(objective, Objective):
         raise ModelError(
-            f"objective must be built from convlens.filters.objectives, not {type(objective).__name__}"
+            "objective must be built from convlens.filters.objectives, not a "
+            f"{type(objective).__name__}"
         )
     measure = [default] if objective is not None and info.spatial else []
     if objective is None or measure:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,7 +14,7 @@ __all__ = ["filter_grid"]
 
 
 def filter_grid(
-    result: Union[FilterResult, np.ndarray], per_row: int = 8, margin: int = 5
+    result: FilterResult | np.ndarray, per_row: int = 8, margin: int = 5
 ) -> np.ndarray:
     """(K, h, w, 3) images (or a FilterResult) → one uint8 image, ``per_row`` per row.
 

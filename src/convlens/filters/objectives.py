@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: One index for every image, or one index per image of the request.
-Index = Union[int, Sequence[int]]
+Index = int | Sequence[int]
 Check = Callable[["Model", int], None]
 Score = Callable[["Captured", slice], torch.Tensor]
 

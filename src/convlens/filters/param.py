@@ -30,8 +30,10 @@ def _normal(
     generators: Sequence[torch.Generator], shape: tuple[int, ...], sd: float,
     device: torch.device, dtype: torch.dtype,
 ) -> torch.Tensor:
-    noise = [torch.randn(shape, generator=g, device=device, dtype=torch.float32) for g in generators]
-    return (torch.stack(noise) * sd).to(dtype)
+    noise = torch.stack([
+        torch.randn(shape, generator=g, device=device, dtype=torch.float32) for g in generators
+    ])
+    return (noise * sd).to(dtype)
 
 
 def pixel_image(

@@ -166,7 +166,8 @@ class _PixelRun:
         return self.model.prepare(rgb)
 
     def network_input(self, step: int) -> torch.Tensor:
-        return self._to_network(self.augmentation(self.image(), self.thetas[:, step], self.out_size))
+        pixels = self.augmentation(self.image(), self.thetas[:, step], self.out_size)
+        return self._to_network(pixels)
 
     def final_input(self) -> torch.Tensor:
         pixels = self.image()

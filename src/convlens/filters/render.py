@@ -7,6 +7,7 @@ The forward pass stops at the deepest layer the objective reads, unless it needs
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -72,7 +73,7 @@ def chunk_rows(count: int, chunk: int) -> list[slice]:
     """``count`` images in near-equal chunks of at most ``chunk``."""
     chunks = max(1, math.ceil(count / max(1, chunk)))
     bounds = [round(i * count / chunks) for i in range(chunks + 1)]
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 @contextmanager
@@ -86,7 +87,9 @@ def _guard_in_place(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
         t = first_tensor(output)
         if t is None:
             return None
-        return t.clone() if isinstance(output, torch.Tensor) else type(output)([t.clone(), *output[1:]])
+        if isinstance(output, torch.Tensor):
+            return t.clone()
+        return type(output)([t.clone(), *output[1:]])
 
     handles = [m.register_forward_hook(hook) for m in {id(m): m for m in modules}.values()]
     try:
@@ -133,7 +136,7 @@ def _run_network(forward: Callable[[torch.Tensor], Captured], net_input: torch.T
             raise
         raise ModelError(
             f"the network failed on {size[0]}x{size[1]} inputs ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]}); try another size="
+            f"{str(err).splitlines()[0]}); if it needs another input size, pass size="
         ) from err
 
 

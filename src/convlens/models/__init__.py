@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,9 @@ def _load_file(path: Path, **options: Any) -> Model:
         return load_keras_file(path, **options)
     if suffix in (".pt", ".pth", ".ts"):
         try:
-            network = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                network = torch.jit.load(str(path), map_location="cpu")
         except Exception:
             try:
                 network = torch.load(path, map_location="cpu", weights_only=False)

@@ -18,6 +18,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import numpy as np
+
 from ..errors import ModelError
 from ..images import SAMPLES, ImageLike
 from ..models import Model, load_model
@@ -51,12 +53,14 @@ class ReportOptions:
     filter_layers: int | Sequence[str] = 4
     filter_channels: int = 16
     filter_steps: int | None = None
+    filter_size: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.activation_images not in ("first", "all", "none"):
             raise ModelError(
-                f"activation_images must be 'first', 'all' or 'none', not {self.activation_images!r}"
+                "activation_images must be 'first', 'all' or 'none', "
+                f"not {self.activation_images!r}"
             )
         if self.top < 1 or self.cam_classes < 0 or self.filter_channels < 1:
             raise ModelError("top and filter_channels must be at least 1, cam_classes at least 0")
@@ -135,7 +139,11 @@ def build_report(
     """Look at ``images`` (default: the bundled samples) through ``model`` (default: the zoo's)."""
     options = options or ReportOptions()
     model = model if isinstance(model, Model) else load_model(model)
-    sources: list[ImageLike] = list(images) if images else list(SAMPLES)
+    if isinstance(images, (str, os.PathLike)) or (
+        isinstance(images, np.ndarray) and images.ndim == 3
+    ):
+        images = [images]
+    sources: list[ImageLike] = list(images) if images is not None and len(images) else list(SAMPLES)
     labels = [image_label(s, i) for i, s in enumerate(sources)]
     run = _Run(options.progress)
     started = perf_counter()

@@ -16,14 +16,14 @@ from ..activations import activation_grid, empty_channels
 from ..errors import ModelError
 from ..models import LayerInfo, Model
 from ..progress import Advance
-from ..render import draw_box, draw_label
+from ..render import draw_box
 from .pictures import grid_png, jpeg_bytes, photo_bytes, png_bytes
 
 if TYPE_CHECKING:
     from .builder import ReportOptions
 
 #: Per-method options that keep the expensive (one forward pass per channel) methods affordable.
-CHEAP_OPTIONS: dict[str, dict[str, Any]] = {}
+CHEAP_OPTIONS: dict[str, dict[str, Any]] = {"scorecam": {"top_k": 64}}
 
 #: Activation grids put this many channels in a row (the seed's ``images_per_row``).
 PER_ROW = 16
@@ -109,9 +109,7 @@ def cams(
         for i, facts in enumerate(image_facts):
             key = f"cam-class-{i}-{rank}"
             box = [int(v) for v in result.boxes[i]]
-            picture = draw_box(overlays[i], box)
-            picture = draw_label(picture, f"{rank + 1}. {result.target_names[i]}")
-            pictures[key] = jpeg_bytes(picture)
+            pictures[key] = jpeg_bytes(draw_box(overlays[i], box))
             facts["cam"]["classes"].append({
                 "rank": rank + 1, "target": int(result.target[i]),
                 "name": result.target_names[i], "score": float(result.score[i]), "box": box,
@@ -130,9 +128,7 @@ def cams(
             **CHEAP_OPTIONS.get(method, {}),
         )
         seconds = perf_counter() - start
-        scores = deletion_insertion(
-            model, pixels, result.heatmap, targets, steps=options.metric_steps
-        )
+        scores = deletion_insertion(model, result, steps=options.metric_steps)
         overlays = result.overlays()
         for i, facts in enumerate(image_facts):
             key = f"cam-method-{i}-{method}"
@@ -166,7 +162,8 @@ def activations(
         shape = list(info.output_shape[1:]) if info.output_shape else []
         facts.append({
             "name": info.name, "kind": info.kind, "type": info.type, "shape": shape,
-            "channels": info.channels, "cell": shape[:2], "per_row": min(PER_ROW, info.channels or 1),
+            "channels": info.channels, "cell": shape[:2],
+            "per_row": min(PER_ROW, info.channels or 1),
             "empty": {}, "empty_all": None, "grids": [],
         })
     empty_everywhere: dict[str, set[int]] = {}
@@ -216,7 +213,9 @@ def filters(
     for info in layers:
         start = perf_counter()
         channels = list(range(min(options.filter_channels, info.channels or 0)))
-        extra = {} if options.filter_steps is None else {"steps": options.filter_steps}
+        extra = {key: value for key, value in
+                 (("steps", options.filter_steps), ("size", options.filter_size))
+                 if value is not None}
         result = model.filters(info.name, channels=channels, recipe=options.filter_recipe, **extra)
         key = f"filters-{info.name}"
         pictures[key] = png_bytes(filter_grid(result, per_row=FILTERS_PER_ROW))

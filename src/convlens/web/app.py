@@ -69,6 +69,17 @@ class UploadLimit:
         await self.app(scope, limited, send)
 
 
+def _status(err: ConvlensError) -> int:
+    """The HTTP status of a convlens error."""
+    if isinstance(err, UploadTooLarge):
+        return 413
+    if isinstance(err, LayerNotFoundError):
+        return 404
+    if isinstance(err, ImageError):
+        return 415
+    return 400
+
+
 def _too_large(limit: int) -> str:
     return f"the upload is over the {limit / 2**20:.0f} MB limit; upload a smaller image"
 
@@ -88,6 +99,8 @@ def create_app(
     if not models:
         raise ConvlensError("the explorer needs at least one model")
     slots = {name: ModelSlot(name, model) for name, model in models.items()}
+    for slot in slots.values():
+        slot.model.layers()  # traced now, so requests only look names up
     store = ImageStore(max_images)
     jobs = FilterJobs()
     app = FastAPI(title="convlens explorer", docs_url="/api/docs", redoc_url=None)
@@ -97,9 +110,7 @@ def create_app(
 
     @app.exception_handler(ConvlensError)
     async def convlens_error(request: Request, err: ConvlensError) -> JSONResponse:
-        status = 413 if isinstance(err, UploadTooLarge) else 404 if isinstance(
-            err, LayerNotFoundError) else 415 if isinstance(err, ImageError) else 400
-        return JSONResponse({"detail": str(err)}, status_code=status)
+        return JSONResponse({"detail": str(err)}, status_code=_status(err))
 
     def slot_for(name: str | None) -> ModelSlot:
         if name is None:
@@ -139,8 +150,9 @@ def create_app(
         from ..cam import METHODS
         from ..filters import RECIPES
 
+        described = await work(lambda: [slot.call(slot.describe) for slot in slots.values()])
         return {
-            "models": [slot.describe() for slot in slots.values()],
+            "models": described,
             "cam_methods": list(METHODS), "filter_recipes": list(RECIPES),
             "max_upload_bytes": max_upload_bytes,
         }
@@ -277,5 +289,7 @@ def _spatial(slot: ModelSlot, name: str) -> Any:
 def _job(jobs: FilterJobs, job_id: str) -> Any:
     job = jobs.get(job_id)
     if job is None:
-        raise HTTPException(404, f"no filter job {job_id!r}; start one with POST /api/filters/LAYER")
+        raise HTTPException(
+            404, f"no filter job {job_id!r}; start one with POST /api/filters/LAYER"
+        )
     return job

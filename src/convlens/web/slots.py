@@ -46,8 +46,17 @@ class ModelSlot:
         return {
             "name": self.name, "title": m.name, "framework": m.framework,
             "input_size": list(m.input_size), "parameters": m.parameter_count(),
-            "output": m.output, "classes": len(m.class_names) if m.class_names else None,
+            "output": m.output, "classes": self.classes(),
         }
+
+    def classes(self) -> int | None:
+        """How many classes the model tells apart (from its names, or its last layer)."""
+        if self.model.class_names:
+            return len(self.model.class_names)
+        if self.model.output == "sigmoid":
+            return 2  # [1 - p, p]
+        shape = self.model.layers()[-1].output_shape
+        return shape[-1] if shape is not None and len(shape) == 2 else None
 
     def layers(self) -> list[dict[str, Any]]:
         """Leaf layers with a spatial (H, W, C) output: the ones with a channel grid."""

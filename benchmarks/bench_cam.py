@@ -1,0 +1,210 @@
+"""CAM cost relative to a plain forward pass, on ResNet-50 (random weights) and the default model.
+
+- Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM: time per image of ``model.cam`` (everything
+  a user gets: heatmaps, boxes, NumPy arrays) / time per image of ``model.logits`` (a plain
+  no-grad forward pass), at batch 1 and batch 8. Bound: <= 1.10. Also batch 8 vs batch 1.
+- Score-CAM: one image, every channel (default model) or Faster Score-CAM's top 256 channels
+  (ResNet-50), against channels x the per-image forward cost at its best batch size. Bound: 1.05.
+- Memory: RSS before and after 1,000 consecutive Grad-CAM calls on the default model.
+
+Calls are interleaved (one of each per round) so that a slow spell on a shared machine hits all
+of them; each figure is the best of its rounds, and the median ratio is printed beside it.
+Run: ``python benchmarks/bench_cam.py`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import convlens as cl
+from convlens.cam import GRADIENT_METHODS
+
+BATCHES = (1, 8)
+ROUNDS = 7
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        width = planes
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet50(nn.Module):
+    """torchvision's ResNet-50 layout (same module names), random weights."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes = 64
+        for index, (planes, blocks, stride) in enumerate(
+            ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), start=1
+        ):
+            layers = [Bottleneck(inplanes, planes, stride)]
+            inplanes = planes * 4
+            layers += [Bottleneck(inplanes, planes) for _ in range(blocks - 1)]
+            setattr(self, f"layer{index}", nn.Sequential(*layers))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2048, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet50_model() -> cl.Model:
+    torch.manual_seed(0)
+    return cl.load_model(ResNet50().eval(), name="resnet50")
+
+
+def _interleaved(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    for call in calls.values():  # warm-up
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _images(n: int) -> np.ndarray:
+    names = list(cl.SAMPLES)
+    return np.stack([
+        cl.load_image(names[i % len(names)], size=(224, 224), interpolation="bilinear")
+        for i in range(n)
+    ])
+
+
+def gradient_methods(model: cl.Model, rounds: int = ROUNDS) -> list[tuple]:
+    """Rows (model, method, batch, ms/image, ratio of bests, median ratio, batch-8 gain)."""
+    rows = []
+    per_image: dict[tuple[str, int], float] = {}
+    for batch in BATCHES:
+        pixels = _images(batch)
+        calls: dict[str, Callable[[], object]] = {"forward": lambda p=pixels: model.logits(p)}
+        for method in GRADIENT_METHODS:
+            calls[method] = lambda p=pixels, m=method: model.cam(p, method=m)
+        times = _interleaved(calls, rounds)
+        base = times["forward"]
+        for method, spent in times.items():
+            per_image[(method, batch)] = min(spent) / batch
+            ratios = [t / b for t, b in zip(spent, base)]
+            rows.append([model.name, method, batch, 1000 * min(spent) / batch,
+                         min(spent) / min(base), statistics.median(ratios), None])
+    for row in rows:
+        if row[2] == BATCHES[-1]:
+            row[6] = per_image[(row[1], BATCHES[-1])] / per_image[(row[1], BATCHES[0])]
+    return [tuple(row) for row in rows]
+
+
+def best_forward(model: cl.Model, sizes=(1, 2, 4, 8, 16, 32), rounds: int = 3) -> tuple[int, float]:
+    """The batch size with the cheapest forward pass per image, and that cost (s)."""
+    pixels = _images(max(sizes))
+    costs = {}
+    for size in sizes:
+        x = model.prepare(model.to_pixels(pixels[:size]))
+        with torch.no_grad():
+            model.forward(x)
+            costs[size] = min(
+                _timed(lambda x=x: model.forward(x)) for _ in range(rounds)
+            ) / size
+    best = min(costs, key=costs.__getitem__)
+    return best, costs[best]
+
+
+def _timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def score_cam(model: cl.Model, top_k: int | None, rounds: int = 2) -> tuple:
+    """(model, channels, best batch, ms/forward image, seconds, ratio) for one image."""
+    image = _images(1)
+    channels = model.layers(include_blocks=True)
+    layer = [info for info in channels if info.spatial][-1]
+    count = layer.channels if top_k is None else min(top_k, layer.channels)
+    model.cam(image, method="scorecam", top_k=8)  # warm-up
+    spent = min(
+        _timed(lambda: model.cam(image, method="scorecam", top_k=top_k)) for _ in range(rounds)
+    )
+    size, cost = best_forward(model)
+    return (model.name, count, size, 1000 * cost, spent, spent / (count * cost))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def memory(model: cl.Model, calls: int = 1000) -> tuple[float, float]:
+    """RSS (MiB) after 20 warm-up calls and after ``calls`` more Grad-CAM calls."""
+    image = _images(1)
+    for _ in range(20):
+        model.cam(image)
+    gc.collect()
+    before = _rss()
+    for _ in range(calls):
+        model.cam(image)
+    gc.collect()
+    return before / 2**20, _rss() / 2**20
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    print(f"bench_cam: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    models = [resnet50_model(), cl.load_model()]
+    print("\nGradient methods: time per image / plain no-grad forward per image (bound 1.10)")
+    header = (f"{'model':<20}{'method':<20}{'batch':>6}{'ms/img':>10}{'ratio':>8}"
+              f"{'median':>8}{'b8/b1':>8}")
+    print(header)
+    for model in models:
+        for name, method, batch, ms, ratio, median, gain in gradient_methods(model):
+            gain_text = "" if gain is None else f"{gain:.2f}"
+            print(f"{name:<20}{method:<20}{batch:>6}{ms:>10.1f}{ratio:>8.3f}{median:>8.3f}"
+                  f"{gain_text:>8}")
+    print("\nScore-CAM, one image: time / (channels x best per-image forward) (bound 1.05)")
+    print(f"{'model':<20}{'channels':>9}{'best b':>8}{'ms/fwd':>9}{'seconds':>9}{'ratio':>8}")
+    for model, top_k in ((models[1], None), (models[0], 256)):
+        name, count, size, ms, seconds, ratio = score_cam(model, top_k)
+        print(f"{name:<20}{count:>9}{size:>8}{ms:>9.1f}{seconds:>9.2f}{ratio:>8.3f}")
+    before, after = memory(models[1])
+    print(f"\nMemory: 1,000 Grad-CAM calls on {models[1].name}: RSS {before:.0f} MiB -> "
+          f"{after:.0f} MiB ({after - before:+.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""``compute_cam``: the entry point ``Model.cam`` calls, and the registry of methods."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import warnings
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import ModelError
+from .ablationcam import AblationCAM
+from .core import CamMethod, explain, normalize_maps, target_layers
+from .eigencam import EigenCAM
+from .gradcam import GradCAM
+from .gradcampp import GradCAMPlusPlus
+from .hirescam import HiResCAM
+from .layercam import LayerCAM
+from .localize import bounding_boxes
+from .result import CamResult
+from .scorecam import ScoreCAM
+from .xgradcam import XGradCAM
+
+if TYPE_CHECKING:
+    from ..models.base import Images, Model
+
+__all__ = ["GRADIENT_METHODS", "METHODS", "compute_cam", "make_method"]
+
+#: Every method by name, Grad-CAM first.
+METHODS: dict[str, type[CamMethod]] = {
+    cls.name: cls
+    for cls in (
+        GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, ScoreCAM, AblationCAM, EigenCAM,
+    )
+}
+#: The methods that cost about one forward pass (one backward through the head).
+GRADIENT_METHODS = tuple(name for name, cls in METHODS.items() if cls.needs_gradients)
+
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "fasterscorecam": "scorecam"}
+
+
+def _method_class(method: str) -> type[CamMethod]:
+    key = "".join(ch for ch in method.lower() if ch not in "-_ ")
+    key = _ALIASES.get(key, key)
+    if key in METHODS:
+        return METHODS[key]
+    close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ModelError(f"unknown CAM method {method!r}{hint} (methods: {', '.join(METHODS)})")
+
+
+@cache
+def _options_of(cls: type[CamMethod]) -> list[str]:
+    return [p for p in inspect.signature(cls).parameters]
+
+
+def make_method(method: str | CamMethod | type[CamMethod], options: dict[str, Any]) -> CamMethod:
+    """A method object from a name (``"gradcam"``, ``"Grad-CAM++"``...), a class or an instance."""
+    if isinstance(method, CamMethod):
+        if options:
+            raise ModelError(
+                f"pass {', '.join(options)} to the {method.title} object, not to cam()"
+            )
+        return method
+    cls = method if isinstance(method, type) and issubclass(method, CamMethod) else None
+    if cls is None:
+        if not isinstance(method, str):
+            raise ModelError(f"method must be a name like 'gradcam', not a {type(method).__name__}")
+        cls = _method_class(method)
+    accepted = _options_of(cls)
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        takes = f"its options are {', '.join(accepted)}" if accepted else "it takes no options"
+        raise ModelError(f"{cls.title} has no option {', '.join(map(repr, unknown))}; {takes}")
+    return cls(**options)
+
+
+def compute_cam(
+    model: Model,
+    images: Images,
+    method: str | CamMethod | type[CamMethod] = "gradcam",
+    target: Any = None,
+    layer: Any = None,
+    *,
+    threshold: float = 0.15,
+    progress: bool = False,
+    **options: Any,
+) -> CamResult:
+    """Class activation maps of ``images`` (one batch, one forward pass for gradient methods).
+
+    Args:
+        model: a :class:`~convlens.models.base.Model`.
+        images: anything ``model.to_pixels`` takes (paths, sample names, arrays, tensors, lists).
+        method: one of ``METHODS`` (gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam,
+            ablationcam, eigencam), or a method object.
+        target: ``None`` (each image's top-1 class), a class index, a class name, a list with
+            one per image, ``"top-k"`` (k rows per image), a :class:`~.targets.Target`, or a
+            function of one image's output row (logits) returning a scalar tensor. A sigmoid
+            model's classes are 0 (its logit negated) and 1 (its logit).
+        layer: ``None`` (the last layer with a spatial output), a layer name, or a list / glob of
+            layers whose normalized maps are averaged.
+        threshold: fraction of each map's max that bounds the box (the Grad-CAM paper's 15 %).
+        progress: show a progress bar (Score-CAM, Ablation-CAM).
+        **options: the method's own options (Score-CAM: ``top_k``, ``batch_size``...).
+    """
+    algorithm = make_method(method, options)
+    infos = target_layers(model, layer)
+    pixels = model.to_pixels(images)
+    ctx, raws = explain(algorithm, model, pixels, infos, target, progress)
+    heat, empty = normalize_maps(raws, tuple(pixels.shape[1:3]))
+    rows = ctx.rows
+    row_image = ctx.row_image
+    shown = pixels if ctx.plan.k == 1 else pixels[row_image]
+    probability = torch.stack([
+        t.probability(ctx.logits[i : i + 1]).reshape(-1)[0].float() for i, t in rows
+    ])
+    raw_maps = {info.name: raw.float().cpu().numpy() for info, raw in zip(infos, raws)}
+    result = CamResult(
+        method=algorithm.name,
+        title=algorithm.title,
+        layers=[info.name for info in infos],
+        heatmap=heat.cpu().numpy(),
+        raw=raw_maps[infos[-1].name],
+        target=[int(t.index) for _, t in rows],
+        target_names=[t.label(model) for _, t in rows],
+        score=ctx.scores.cpu().numpy(),
+        probability=probability.cpu().numpy(),
+        boxes=[],
+        images=shown.to("cpu", torch.float32, copy=True).numpy(),
+        image_index=row_image.tolist(),
+        empty=empty.cpu().numpy(),
+        raw_maps=raw_maps,
+    )
+    result.boxes = bounding_boxes(result.heatmap, threshold)
+    if result.empty.any():
+        which = [f"{result.target_names[r]} (row {r})" for r in result.empty.nonzero()[0]]
+        warnings.warn(
+            f"{algorithm.title} map is all zero for {', '.join(which)}: nothing at "
+            f"{', '.join(result.layers)} raises the score; the heatmap stays 0 (see .empty)",
+            RuntimeWarning, stacklevel=3,
+        )
+    return result

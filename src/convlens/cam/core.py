@@ -1,0 +1,316 @@
+"""The one hook/gradient core every CAM method runs on.
+
+A method is a small subclass of :class:`CamMethod` that turns one layer's activations (and, for
+gradient methods, the gradients of the target score) into a raw map; :class:`WeightedCam`
+methods only compute channel weights. Everything else lives here, once:
+
+- choosing the target layer(s) (by a trace of the forward pass, not by names);
+- one forward pass through :class:`~convlens.capture.Capture`: with gradients, the part of the
+  network before the target layer runs without autograd and the layer's output becomes the
+  graph's leaf, so ``torch.autograd.grad(score, leaf)`` costs about the rest of the forward
+  pass, and no weight gradient is ever computed;
+- resolving targets from that pass's output, and ReLU, upsampling (bilinear, on the device) and
+  normalization of the maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..capture import Capture, _replace_first, first_tensor
+from ..errors import ModelError
+from .targets import Target, TargetPlan, as_logits, resolve_targets, score_rows
+
+if TYPE_CHECKING:
+    from ..models.base import LayerInfo, Model
+
+__all__ = [
+    "CamContext", "CamMethod", "WeightedCam", "default_layer", "explain", "normalize_maps",
+    "replace_output", "target_layers",
+]
+
+
+# -- layers ----------------------------------------------------------------------------------
+def default_layer(model: Model) -> LayerInfo:
+    """The last layer call, in forward order, whose output is a spatial (N, H, W, C) map.
+
+    Found from the model's trace (blocks included): for a ResNet that is ``layer4``, for the
+    default model ``_swish#2``, for the seed's Keras convnet ``conv2d_4``.
+    """
+    spatial = [info for info in model.layers(include_blocks=True) if info.spatial]
+    if not spatial:
+        raise ModelError(
+            f"{model.name} has no layer with a spatial (N, H, W, C) output; CAM needs a "
+            "convolutional network"
+        )
+    return spatial[-1]
+
+
+def _check_spatial(model: Model, info: LayerInfo) -> LayerInfo:
+    if info.spatial:
+        return info
+    shape = info.output_shape
+    described = "no tensor" if shape is None else "(" + ", ".join(["N", *map(str, shape[1:])]) + ")"
+    choices = [i.name for i in model.layers(include_blocks=True) if i.spatial][-4:]
+    raise ModelError(
+        f"layer {info.name!r} outputs {described}; CAM needs a spatial (N, H, W, C) map; "
+        f"pick one of {', '.join(choices)} (or leave layer=None for the last one)"
+    )
+
+
+def target_layers(model: Model, layer: Any = None) -> list[LayerInfo]:
+    """The layer(s) to explain: ``None`` (default layer), a name, a glob, or a list (fused)."""
+    if layer is None:
+        return [default_layer(model)]
+    if hasattr(layer, "module") and hasattr(layer, "order"):  # a LayerInfo
+        return [_check_spatial(model, layer)]
+    if isinstance(layer, str) and not any(ch in layer for ch in "*?["):
+        from ..models.base import KINDS
+
+        found = model.resolve(layer) if layer in KINDS else [model.layer(layer)]
+    else:
+        found = model.resolve(layer)
+    return [_check_spatial(model, info) for info in found]
+
+
+def channels_first(model: Model, tensor: torch.Tensor) -> torch.Tensor:
+    """A 4-D tensor in the network's layout as (N, C, H, W) (a view, no copy)."""
+    return tensor.permute(0, 3, 1, 2) if model.layout == "NHWC" else tensor
+
+
+def channel_dim(model: Model) -> int:
+    return 3 if model.layout == "NHWC" else 1
+
+
+@contextmanager
+def replace_output(
+    model: Model, info: LayerInfo, replace: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """Within this block, the output of ``info``'s call is replaced by ``replace(output)``.
+
+    The hook is removed on exit, whatever happened.
+    """
+    calls = [0]
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        call = calls[0]
+        calls[0] += 1
+        if call != info.call:
+            return None
+        tensor = first_tensor(output)
+        if tensor is None:
+            raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
+        return _replace_first(output, replace(tensor))
+
+    handle = info.module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# -- what a method sees ----------------------------------------------------------------------
+@dataclass
+class CamContext:
+    """The batch being explained, shared by every layer of one call.
+
+    Rows are image-major: with ``k`` targets per image, row ``i * k + r`` is image i's r-th target.
+    """
+
+    model: Model
+    pixels: torch.Tensor  # (N, H, W, 3) 0..255, on the model's device
+    net_input: torch.Tensor  # the network's input for those pixels
+    logits: torch.Tensor  # (N, classes), logit space, detached
+    plan: TargetPlan
+    scores: torch.Tensor  # (R,) float32: each row's target score on the unperturbed image
+    progress: bool = False
+
+    @property
+    def rows(self) -> list[tuple[int, Target]]:
+        return self.plan.rows
+
+    @property
+    def row_image(self) -> torch.Tensor:
+        """(R,) the image index of each row, on the device."""
+        k = self.plan.k
+        n = self.pixels.shape[0]
+        return torch.arange(n, device=self.pixels.device).repeat_interleave(k)
+
+    def forward_logits(self, net_input: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of network inputs, without autograd."""
+        with torch.no_grad(), self.model.logit_outputs():
+            return as_logits(self.model, first_tensor(self.model.forward(net_input)))
+
+    def row_targets(self, image: int) -> list[tuple[int, Target]]:
+        """(row, target) of every row explaining ``image``."""
+        k = self.plan.k
+        return [(image * k + r, t) for r, t in enumerate(self.plan.targets[image])]
+
+
+class CamMethod:
+    """One CAM method: turns a layer's activations (and gradients) into a raw map per row.
+
+    Subclasses set ``name``, ``title``, ``reference`` and ``needs_gradients``, take their options
+    as keyword arguments, and implement :meth:`layer_map`.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = False
+
+    def layer_map(
+        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(R, C, h, w) float32 activations (and gradients) of one layer → (R, h, w) raw map."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.title or type(self).__name__}>"
+
+
+class WeightedCam(CamMethod):
+    """Methods whose map is ``sum_k w_k A_k``: they only compute the channel weights w."""
+
+    def channel_weights(
+        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(R, C) channel weights."""
+        raise NotImplementedError
+
+    def layer_map(
+        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+    ) -> torch.Tensor:
+        weights = self.channel_weights(ctx, info, activations, gradients)
+        return torch.einsum("rc,rchw->rhw", weights, activations)
+
+
+# -- running a method ------------------------------------------------------------------------
+def _rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
+    return tensor if k == 1 else tensor.repeat_interleave(k, dim=0)
+
+
+Tensors = dict[str, torch.Tensor]
+
+
+def _gradient_pass(
+    model: Model, net_input: torch.Tensor, infos: Sequence[LayerInfo], target: Any
+) -> tuple[Tensors, Tensors, torch.Tensor, TargetPlan, torch.Tensor]:
+    """Activations and target-score gradients of ``infos``, from as few passes as possible.
+
+    Usually one pass: the first layer's output is the graph's leaf, deeper layers are in its
+    graph. A layer whose output does not depend on the first one (a parallel branch) gets a
+    pass of its own.
+    """
+    acts: dict[str, torch.Tensor] = {}
+    grads: dict[str, torch.Tensor] = {}
+    plan: TargetPlan | None = None
+    logits = scores = None
+    pending = list(infos)
+    while pending:
+        with Capture(model, pending, grad_from=pending) as cap:
+            output = cap.run(net_input)
+        with torch.enable_grad():
+            out = as_logits(model, first_tensor(output))
+            if plan is None:
+                plan = resolve_targets(model, target, out)
+                logits = out.detach()
+            leaves = {n: t for n, t in cap.outputs.items() if t.requires_grad}
+            names = list(leaves)
+            rounds: list[list[torch.Tensor]] = []
+            round_scores = []
+            for r in range(plan.k):
+                score = score_rows(plan.round(r), out)
+                round_scores.append(score.detach().float())
+                if score.requires_grad:
+                    found = torch.autograd.grad(
+                        score.sum(), [leaves[n] for n in names],
+                        retain_graph=r < plan.k - 1, allow_unused=True,
+                    )
+                else:  # the score does not depend on the layer
+                    found = (None,) * len(names)
+                rounds.append([
+                    torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(names, found)
+                ])
+        if scores is None:
+            scores = torch.stack(round_scores, dim=1).reshape(-1)
+        for j, name in enumerate(names):
+            a = channels_first(model, leaves[name].detach()).float()
+            g = torch.stack([channels_first(model, rd[j]).float() for rd in rounds], dim=1)
+            acts[name] = _rows(a, plan.k)
+            grads[name] = g.reshape(-1, *g.shape[2:])
+        pending = [info for info in pending if info.name not in leaves]
+        del cap, output, out, leaves
+    assert plan is not None and logits is not None and scores is not None
+    return acts, grads, logits, plan, scores
+
+
+def _plain_pass(
+    model: Model, net_input: torch.Tensor, infos: Sequence[LayerInfo], target: Any
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, TargetPlan, torch.Tensor]:
+    with torch.no_grad(), Capture(model, infos) as cap:
+        output = cap.run(net_input)
+        logits = as_logits(model, first_tensor(output))
+    plan = resolve_targets(model, target, logits)
+    scores = torch.stack(
+        [score_rows(plan.round(r), logits).float() for r in range(plan.k)], dim=1
+    ).reshape(-1)
+    acts = {
+        name: _rows(channels_first(model, t).float(), plan.k) for name, t in cap.outputs.items()
+    }
+    return acts, logits, plan, scores
+
+
+def explain(
+    method: CamMethod, model: Model, pixels: torch.Tensor, infos: Sequence[LayerInfo],
+    target: Any = None, progress: bool = False,
+) -> tuple[CamContext, list[torch.Tensor]]:
+    """Run ``method`` on a batch of pixels: the context and one (R, h, w) raw map per layer."""
+    net_input = model.prepare(pixels)
+    grads: dict[str, torch.Tensor] = {}
+    with model.logit_outputs():
+        if method.needs_gradients:
+            acts, grads, logits, plan, scores = _gradient_pass(model, net_input, infos, target)
+        else:
+            acts, logits, plan, scores = _plain_pass(model, net_input, infos, target)
+    ctx = CamContext(model, pixels, net_input, logits, plan, scores, progress)
+    raws = [
+        method.layer_map(ctx, info, acts[info.name], grads.get(info.name)) for info in infos
+    ]
+    return ctx, raws
+
+
+# -- maps → heatmaps -------------------------------------------------------------------------
+def _max_normalize(maps: torch.Tensor) -> torch.Tensor:
+    peak = maps.amax(dim=(1, 2), keepdim=True)
+    return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(R, h, w) → (R, H, W), bilinear (align_corners=False), on the maps' device."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalize_maps(
+    raws: Sequence[torch.Tensor], size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw maps of one or more layers → (R, H, W) heatmaps in [0, 1] and an (R,) empty flag.
+
+    Each map: ReLU, bilinear upsampling to ``size``, division by its per-row max (an all-zero map
+    stays zero). Several layers: the mean of their normalized maps, normalized again.
+    """
+    maps = [_max_normalize(upsample(raw.float().clamp_min(0), size)) for raw in raws]
+    heat = maps[0] if len(maps) == 1 else _max_normalize(torch.stack(maps).mean(dim=0))
+    empty = heat.amax(dim=(1, 2)) <= 0
+    return heat, empty

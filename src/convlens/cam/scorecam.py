@@ -1,0 +1,101 @@
+"""Score-CAM: each channel weighted by the model's confidence in the image masked by it.
+
+Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks",
+CVPR Workshops 2020 (eq. 3-7, Algorithm 1). For each channel k, its activation map is upsampled
+to the image size (bilinear) and min-max normalized to ``H_k`` in [0, 1]; the *image* is masked,
+``X (.) H_k``; the weight is the target's softmax probability on the masked image (as the
+authors' implementation does, without subtracting a baseline image's score, which would only add
+``-b sum_k A_k``); ``L = ReLU(sum_k w_k A_k)``. ``channel_softmax=True`` follows Algorithm 1
+instead: the target's logits on the masked images, softmaxed over channels.
+
+Masks are applied to the pixels (0..255) before the model's preprocessing, so a masked-out pixel
+is black whatever the preprocessing (Keras models often rescale inside the network).
+
+Faster Score-CAM (``top_k``): only the ``top_k`` channels with the largest spatial variance are
+scored (Wang et al.'s follow-up in the Score-CAM repository); the others get weight 0.
+
+Masked images are run in batches without autograd; the batch size is tuned for speed within a
+memory budget (see :mod:`convlens.cam.batching`), or fixed with ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import ModelError
+from ..progress import progress_bar
+from .batching import BatchSizer, max_batch
+from .core import CamContext, WeightedCam, upsample
+
+if TYPE_CHECKING:
+    from ..models.base import LayerInfo
+
+
+def min_max(maps: torch.Tensor) -> torch.Tensor:
+    """Each (H, W) map of a (B, H, W) stack scaled to [0, 1]; a constant map becomes 0."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    span = maps.amax(dim=(1, 2), keepdim=True) - low
+    return (maps - low) / torch.where(span > 0, span, torch.full_like(span, torch.inf))
+
+
+def top_variance_channels(activations: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """(N, K) channel indices per image: all, or the ``top_k`` of largest spatial variance."""
+    n, c = activations.shape[:2]
+    if top_k is None or top_k >= c:
+        return torch.arange(c, device=activations.device).expand(n, c)
+    return activations.flatten(2).var(dim=2).topk(top_k, dim=1).indices
+
+
+class ScoreCAM(WeightedCam):
+    """Score-CAM (Wang et al. 2020); ``top_k`` gives Faster Score-CAM."""
+
+    name = "scorecam"
+    title = "Score-CAM"
+    reference = "Wang et al., CVPR Workshops 2020, arXiv:1910.01279"
+    needs_gradients = False
+
+    def __init__(
+        self, top_k: int | None = None, batch_size: int | None = None,
+        memory_budget: int | None = None, channel_softmax: bool = False,
+    ):
+        if top_k is not None and top_k < 1:
+            raise ModelError(f"top_k must be at least 1 (or None for every channel), not {top_k}")
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.memory_budget = memory_budget
+        self.channel_softmax = channel_softmax
+
+    def channel_weights(
+        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
+        gradients: torch.Tensor | None,
+    ) -> torch.Tensor:
+        k = ctx.plan.k
+        acts = activations[::k]  # masks depend on the image, not on the target
+        n, c = acts.shape[:2]
+        chosen = top_variance_channels(acts, self.top_k)
+        per_image = chosen.shape[1]
+        images = torch.arange(n, device=acts.device).repeat_interleave(per_image)
+        channels = chosen.reshape(-1)
+        fill = -torch.inf if self.channel_softmax else 0.0
+        scores = torch.full((n * k, c), fill, device=acts.device, dtype=torch.float32)
+        size = tuple(ctx.pixels.shape[1:3])
+        limit = max_batch(ctx.model, size, self.memory_budget)
+        sizer = BatchSizer(len(channels), limit, acts.device, self.batch_size)
+        with progress_bar(f"{self.title} {info.name}", len(channels), ctx.progress) as advance:
+            for start, stop in sizer:
+                img, ch = images[start:stop], channels[start:stop]
+                masks = min_max(upsample(acts[img, ch], size))
+                masked = ctx.pixels[img] * masks[..., None].to(ctx.pixels.dtype)
+                logits = ctx.forward_logits(ctx.model.prepare(masked))
+                for i in img.unique().tolist():
+                    here = img == i
+                    for row, target in ctx.row_targets(i):
+                        value = (target.scores(logits[here]) if self.channel_softmax
+                                 else target.probability(logits[here]))
+                        scores[row, ch[here]] = value.float()
+                advance(stop - start)
+        if self.channel_softmax:
+            return scores.softmax(dim=1)
+        return scores

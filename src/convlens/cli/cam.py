@@ -1,0 +1,151 @@
+"""``convlens cam``: class activation heatmaps with the object box, raw maps and a JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..images import load_image
+from ..render import save_png
+from .common import add_model_option, model_from_args, out_dir, slug
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..cam import METHODS
+
+    parser = sub.add_parser(
+        "cam", help="class activation heatmaps (Grad-CAM family) with the object's box"
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample names")
+    add_model_option(parser)
+    parser.add_argument(
+        "--method", nargs="+", default=["gradcam"], metavar="METHOD",
+        help=f"one or more of {', '.join(METHODS)}, or 'all' (default: gradcam)",
+    )
+    parser.add_argument(
+        "--target", nargs="+", default=None, metavar="TARGET",
+        help="class index, class name or top-k (e.g. top-3); one for all images or one per "
+        "image (default: each image's top class)",
+    )
+    parser.add_argument(
+        "--layer", nargs="+", default=None, metavar="LAYER",
+        help="layer name(s); several are fused (default: the last layer with a spatial output)",
+    )
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="Score-CAM: score only the K channels of largest variance")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="Score-CAM / Ablation-CAM batch size (default: tuned)")
+    parser.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity (0.4)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also compute deletion/insertion AUC, average drop and increase")
+    parser.add_argument("--steps", type=int, default=50, help="deletion/insertion steps (50)")
+    parser.add_argument("--out", "-o", required=True, help="output folder")
+    parser.set_defaults(func=run)
+
+
+def _methods(requested: list[str]) -> list[str]:
+    from ..cam import METHODS, make_method
+
+    if any(name.lower() == "all" for name in requested):
+        return list(METHODS)
+    return list(dict.fromkeys(make_method(name, {}).name for name in requested))
+
+
+def _target(values: list[str] | None) -> Any:
+    if values is None:
+        return None
+    parsed: list[Any] = [int(v) if v.lstrip("-").isdigit() else v for v in values]
+    return parsed[0] if len(parsed) == 1 else parsed
+
+
+def _stems(sources: list[str]) -> list[str]:
+    stems = [slug(Path(s).stem.removeprefix("sample:")) for s in sources]
+    if len(set(stems)) < len(stems):
+        stems = [f"{n:02d}_{stem}" for n, stem in enumerate(stems)]
+    return stems
+
+
+def _options(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if method == "scorecam" and args.top_k is not None:
+        options["top_k"] = args.top_k
+    if method in ("scorecam", "ablationcam") and args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    return options
+
+
+def _print_metrics(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Faithfulness (deletion: lower is better; the others: higher)")
+    for column in ("image", "method", "class", "deletion AUC", "insertion AUC", "drop %",
+                   "increase"):
+        table.add_column(column, justify="left" if column in ("image", "method", "class")
+                         else "right")
+    for row in rows:
+        m = row["metrics"]
+        table.add_row(
+            Path(row["image"]).name, row["method"], row["name"], f"{m['deletion']:.3f}",
+            f"{m['insertion']:.3f}", f"{100 * m['drop']:.1f}", "yes" if m["increase"] else "no",
+        )
+    Console().print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cam import compute_cam
+    from ..cam.metrics import faithfulness
+
+    model = model_from_args(args)
+    methods = _methods(args.method)
+    pixels = np.stack([load_image(src, size=model.input_size) for src in args.images])
+    target = _target(args.target)
+    stems = _stems(args.images)
+    root = out_dir(args.out)
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        start = time.perf_counter()
+        cams = compute_cam(
+            model, pixels, method=method, target=target, layer=args.layer,
+            progress=not args.quiet, **_options(method, args),
+        )
+        seconds = time.perf_counter() - start
+        scores = faithfulness(model, cams, steps=args.steps, progress=not args.quiet) if (
+            args.metrics) else None
+        pictures = cams.annotated(alpha=args.alpha)
+        for row in range(len(cams)):
+            image = cams.image_index[row]
+            name = f"{stems[image]}_{method}_{slug(cams.target_names[row])}"
+            save_png(pictures[row], root / f"{name}.png")
+            np.save(root / f"{name}.npy", cams.raw[row])
+            entry: dict[str, Any] = {
+                "image": args.images[image], "method": method, "layers": cams.layers,
+                "target": cams.target[row], "name": cams.target_names[row],
+                "score": round(float(cams.score[row]), 6),
+                "probability": round(float(cams.probability[row]), 6),
+                "box": list(cams.boxes[row]), "empty": bool(cams.empty[row]),
+                "overlay": f"{name}.png", "raw": f"{name}.npy",
+                "raw_shape": list(cams.raw[row].shape),
+                "seconds_per_image": round(seconds / len(pixels), 4),
+            }
+            if scores is not None:
+                entry["metrics"] = {key: round(float(values[row]), 6)
+                                    for key, values in scores.items()}
+            rows.append(entry)
+        print(f"{cams.title}: {len(cams)} map(s) of {', '.join(cams.layers)} "
+              f"in {seconds:.2f} s")
+    summary = {"model": model.name, "methods": methods, "results": rows}
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.metrics:
+        _print_metrics(rows)
+        (root / "metrics.json").write_text(json.dumps(
+            [{k: r[k] for k in ("image", "method", "target", "name", "metrics")} for r in rows],
+            indent=2,
+        ))
+    print(f"{len(rows)} overlay(s), raw maps and summary.json → {root}/")
+    return 0

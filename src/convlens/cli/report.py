@@ -1,0 +1,80 @@
+"""``convlens report``: one self-contained HTML page with everything convlens shows."""
+
+from __future__ import annotations
+
+import argparse
+from time import perf_counter
+
+from ..report import ReportOptions, build_report
+from .common import add_model_option, model_from_args, out_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "report",
+        help="an HTML report (predictions, CAM, activations, filters) that opens offline",
+        description="Write DIR/index.html: the model, top-5 predictions, Grad-CAM and the other "
+        "CAM methods with deletion/insertion scores, every conv/pool layer's channel grid, and "
+        "filter visualizations. Without IMAGE: the bundled sample photos.",
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or sample names")
+    add_model_option(parser)
+    parser.add_argument("--out", "-o", default="out/report", help="output folder (out/report)")
+    parser.add_argument("--json", action="store_true", help="also write DIR/report.json")
+    parser.add_argument(
+        "--filters", default="chollet", choices=("chollet", "lucid", "none"),
+        help="filter recipe: chollet (fast, default), lucid (better pictures, slower) or none",
+    )
+    parser.add_argument("--filter-layers", type=int, default=4,
+                        help="evenly spaced conv layers to draw filters of (4)")
+    parser.add_argument("--filter-channels", type=int, default=16,
+                        help="filters per layer (16)")
+    parser.add_argument("--filter-steps", type=int, default=None,
+                        help="optimization steps (default: the recipe's)")
+    parser.add_argument("--filter-size", type=int, default=None,
+                        help="filter image size in pixels (default: the recipe's)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="CAM methods (default: all of them); 'none' for no CAM section")
+    parser.add_argument("--cam-classes", type=int, default=3,
+                        help="Grad-CAM overlays per image, for its top classes (3)")
+    parser.add_argument("--metric-steps", type=int, default=16,
+                        help="deletion/insertion curve steps (16)")
+    parser.add_argument("--activations", default="first", choices=("first", "all", "none"),
+                        help="whose channel grids to show: the first image (default), all, none")
+    parser.add_argument("--layers", nargs="+", default=None,
+                        help="activation layers: names, globs or kinds (default: conv + pool)")
+    parser.add_argument("--top", type=int, default=5, help="predictions per image (5)")
+    parser.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> ReportOptions:
+    no_cam = args.methods is not None and [m.lower() for m in args.methods] == ["none"]
+    return ReportOptions(
+        top=args.top,
+        cam_classes=0 if no_cam else args.cam_classes,
+        cam_methods=[] if no_cam else args.methods,
+        metric_steps=args.metric_steps,
+        activation_layers=args.layers,
+        activation_images=args.activations,
+        filter_recipe=None if args.filters == "none" else args.filters,
+        filter_layers=args.filter_layers,
+        filter_channels=args.filter_channels,
+        filter_steps=args.filter_steps,
+        filter_size=args.filter_size,
+        progress=not args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    start = perf_counter()
+    options = options_from_args(args)
+    model = model_from_args(args)
+    report = build_report(model, args.images or None, options)
+    folder = out_dir(args.out)
+    path = report.save(folder, write_json=args.json)
+    size = path.stat().st_size / 2**20
+    print(f"report: {path} ({size:.1f} MB, {perf_counter() - start:.0f} s)")
+    if args.json:
+        print(f"facts:  {folder / 'report.json'}")
+    print(f"open:   {path.resolve().as_uri()}")
+    return 0

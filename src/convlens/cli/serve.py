@@ -1,0 +1,55 @@
+"""``convlens serve``: the explorer, a local web app (http://127.0.0.1:8000 by default)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConvlensError
+from ..models import DEFAULT_MODEL
+from .common import add_model_option, model_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    # "resolve": the shared --model option is replaced by one that may be repeated.
+    parser = sub.add_parser(
+        "serve", help="start the explorer, a local web app", conflict_handler="resolve"
+    )
+    add_model_option(parser)
+    parser.add_argument(
+        "--model", "-m", action="append", default=None,
+        help=f"a .keras/.h5/.pt file or a built-in model; repeat for several "
+        f"(default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (127.0.0.1: this machine only; 0.0.0.0: everyone)")
+    parser.add_argument("--port", type=int, default=8000, help="port (8000)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0,
+                        help="largest accepted upload, in MB (10)")
+    parser.set_defaults(func=run)
+
+
+def _label(source: str, taken: dict) -> str:
+    name = Path(source).stem if source != DEFAULT_MODEL else source
+    label, n = name, 2
+    while label in taken:
+        label, n = f"{name}-{n}", n + 1
+    return label
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from ..web.server import serve
+    except ImportError as err:  # pragma: no cover - only without the web extra
+        raise ConvlensError(
+            f"the explorer needs FastAPI and uvicorn ({err.name} is missing); "
+            "pip install 'convlens[web]'"
+        ) from None
+    models: dict = {}
+    for source in args.model or [DEFAULT_MODEL]:
+        one = argparse.Namespace(**{**vars(args), "model": source})
+        models[_label(source, models)] = model_from_args(one)
+    print(f"convlens explorer: http://{args.host}:{args.port}/  (Ctrl+C to stop)")
+    serve(models, host=args.host, port=args.port,
+          max_upload_bytes=int(args.max_upload_mb * 2**20))
+    return 0
