@@ -130,7 +130,9 @@ def gradient_methods(model: cl.Model, rounds: int = ROUNDS) -> list[tuple]:
     return [tuple(row) for row in rows]
 
 
-def best_forward(model: cl.Model, sizes=(1, 2, 4, 8, 16, 32), rounds: int = 3) -> tuple[int, float]:
+def best_forward(
+    model: cl.Model, sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32), rounds: int = 3
+) -> tuple[int, float]:
     """The batch size with the cheapest forward pass per image, and that cost (s)."""
     pixels = _images(max(sizes))
     costs = {}
@@ -152,16 +154,21 @@ def _timed(call: Callable[[], object]) -> float:
 
 
 def score_cam(model: cl.Model, top_k: int | None, rounds: int = 2) -> tuple:
-    """(model, channels, best batch, ms/forward image, seconds, ratio) for one image."""
+    """(model, channels, best batch, ms/forward image, seconds, ratio) for one image.
+
+    The forward cost is measured before and after the Score-CAM runs; the lower one is used.
+    """
     image = _images(1)
-    channels = model.layers(include_blocks=True)
-    layer = [info for info in channels if info.spatial][-1]
+    layer = [info for info in model.layers(include_blocks=True) if info.spatial][-1]
     count = layer.channels if top_k is None else min(top_k, layer.channels)
+    size, cost = best_forward(model)
     model.cam(image, method="scorecam", top_k=8)  # warm-up
     spent = min(
         _timed(lambda: model.cam(image, method="scorecam", top_k=top_k)) for _ in range(rounds)
     )
-    size, cost = best_forward(model)
+    after_size, after_cost = best_forward(model)
+    if after_cost < cost:
+        size, cost = after_size, after_cost
     return (model.name, count, size, 1000 * cost, spent, spent / (count * cost))
 
 

@@ -110,6 +110,22 @@ def test_scorecam_weights_are_softmax_scores_of_masked_images():
     np.testing.assert_allclose(softmaxed.raw[0], np.tensordot(alpha, acts, axes=1), rtol=1e-5)
 
 
+def test_scorecam_masks_the_network_input_after_preprocessing():
+    """With "symmetric" preprocessing the activations are x / 127.5 - 1; masked-out pixels
+    become 0 in that space (mid-gray), as in the authors' implementation."""
+    head = linear_head_model().network
+    model = cl.load_model(head, input_size=(2, 2), preprocess="symmetric")
+    pixels = 127.5 + _image(A0, A1, A2) * 30
+    acts = np.moveaxis(pixels / 127.5 - 1, -1, 0)  # (C, h, w) = the network's input
+    w = np.array([[2.0, -4.0, 8.0], [1.0, 1.0, 1.0]])
+    weights = []
+    for a in acts:
+        logits = w @ (acts * (a - a.min()) / (a.max() - a.min())).mean(axis=(1, 2))
+        weights.append(np.exp(logits[0]) / np.exp(logits).sum())
+    cams = model.cam(pixels, method="scorecam", target=0, layer="0")
+    np.testing.assert_allclose(cams.raw[0], np.tensordot(weights, acts, axes=1), rtol=1e-5)
+
+
 def test_faster_scorecam_keeps_the_channels_of_largest_variance():
     model = linear_head_model()
     acts = np.stack([A0, A1, A2])

@@ -216,3 +216,10 @@ def test_bad_model_sources(tmp_path):
         cl.load_model(weights)
     with pytest.raises(ModelError, match="cannot use"):
         cl.load_model(42)
+
+
+def test_activations_display_themselves_in_a_notebook(tiny_model):
+    acts = tiny_model.activations(np.zeros((32, 32, 3), np.float32))
+    html = acts._repr_html_()
+    assert html.count("<img") == len(acts) == 3 and "data:image/png;base64," in html
+    assert [row.layer for row in acts.empty_channels()] == list(acts)

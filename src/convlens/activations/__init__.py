@@ -8,9 +8,11 @@ from .grid import (
     seed_activation_grid,
     standardize_channels,
 )
+from .result import Activations
 
 __all__ = [
     "ActivationShapeError",
+    "Activations",
     "EmptyChannels",
     "activation_grid",
     "channel_image",

@@ -57,10 +57,16 @@ def _sync(device: torch.device) -> None:
 class BatchSizer:
     """Chooses batch sizes for ``total`` items: fixed, or tuned by timing the first batches.
 
-    >>> sizer = BatchSizer(total, limit, device)
-    >>> for start, stop in sizer:     # the work between two steps is what gets timed
-    ...     run(items[start:stop])
+    Tuning runs each size twice (the first run of a new shape pays one-off setup costs) and
+    times the second; it doubles the size while the time per item stays within 10 % of the best
+    so far, up to ``limit``, then keeps the fastest size. Every item is computed exactly once.
+
+    >>> for start, stop in BatchSizer(total, limit, device):
+    ...     run(items[start:stop])          # the work between two steps is what gets timed
     """
+
+    #: how much slower than the best a size may be before the doubling stops.
+    TOLERANCE = 1.10
 
     def __init__(
         self, total: int, limit: int, device: torch.device, fixed: int | None = None
@@ -70,32 +76,36 @@ class BatchSizer:
         self.total = total
         self.limit = max(1, min(limit, total)) if fixed is None else fixed
         self.device = device
-        self.fixed = fixed
         self.best: int | None = fixed
-        self._per_item: dict[int, float] = {}
+        self.per_item: dict[int, float] = {}
 
-    def _next_size(self, previous: int | None) -> int:
-        if self.best is not None:
-            return self.best
-        if previous is None:
-            return 1
-        times = self._per_item
-        grown = previous * 2
-        worse = len(times) > 1 and times[previous] > min(times.values())
-        if worse or grown > self.limit:
-            self.best = min(times, key=times.__getitem__)
-            return self.best
-        return grown
+    def _sizes(self) -> Iterator[int]:
+        size = 1
+        while self.best is None:
+            yield size  # warm-up run of this shape
+            yield size  # timed run
+            best = min(self.per_item.values(), default=float("inf"))
+            if size not in self.per_item:  # the last batch was cut short: stop tuning
+                self.best = size
+            elif self.per_item[size] > best * self.TOLERANCE or size * 2 > self.limit:
+                self.best = min(self.per_item, key=self.per_item.__getitem__)
+            else:
+                size *= 2
+        while True:
+            yield self.best
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        start, size = 0, None
+        start, previous = 0, None
+        sizes = self._sizes()
         while start < self.total:
-            size = self._next_size(size)
+            size = next(sizes)
             stop = min(self.total, start + size)
+            timed = self.best is None and previous == size
             _sync(self.device)
             began = time.perf_counter()
             yield start, stop
-            _sync(self.device)
-            if self.best is None and stop - start == size:
-                self._per_item[size] = (time.perf_counter() - began) / size
+            if timed and stop - start == size:
+                _sync(self.device)
+                self.per_item[size] = (time.perf_counter() - began) / size
+            previous = None if timed else size
             start = stop

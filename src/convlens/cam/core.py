@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -191,7 +192,8 @@ class WeightedCam(CamMethod):
         gradients: torch.Tensor | None,
     ) -> torch.Tensor:
         weights = self.channel_weights(ctx, info, activations, gradients)
-        return torch.einsum("rc,rchw->rhw", weights, activations)
+        r, c, h, w = activations.shape
+        return torch.bmm(weights[:, None, :], activations.reshape(r, c, h * w)).reshape(r, h, w)
 
 
 # -- running a method ------------------------------------------------------------------------
@@ -295,11 +297,27 @@ def _max_normalize(maps: torch.Tensor) -> torch.Tensor:
     return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny)
 
 
+@lru_cache(maxsize=64)
+def _interpolation_matrix(
+    n_in: int, n_out: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(n_out, n_in): 1-D linear interpolation as ``F.interpolate`` (align_corners=False) does."""
+    eye = torch.eye(n_in, device=device, dtype=dtype)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(R, h, w) → (R, H, W), bilinear (align_corners=False), on the maps' device."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+    """(R, h, w) → (R, H, W), bilinear (align_corners=False), on the maps' device.
+
+    Bilinear interpolation is separable: ``rows @ map @ columns.T`` with the 1-D interpolation
+    matrices of ``F.interpolate`` gives its result (to float rounding), several times faster.
+    """
+    h, w = maps.shape[-2:]
+    if (h, w) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    rows = _interpolation_matrix(h, size[0], maps.device, maps.dtype)
+    columns = _interpolation_matrix(w, size[1], maps.device, maps.dtype)
+    return rows @ maps @ columns.T
 
 
 def normalize_maps(

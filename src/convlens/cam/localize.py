@@ -39,20 +39,21 @@ def bounding_boxes(heatmaps: np.ndarray, threshold: float = 0.15) -> list[Box]:
         raise ValueError(f"threshold is a fraction of the maximum in [0, 1], not {threshold}")
     n, h, w = maps.shape
     peaks = maps.reshape(n, -1).max(axis=1) if maps.size else np.zeros(n, np.float32)
-    mask = (maps >= (threshold * peaks)[:, None, None]) & (peaks > 0)[:, None, None]
-    labels, count = ndimage.label(mask, structure=_STRUCTURE)
+    cut = np.where(peaks > 0, threshold * peaks, np.inf).astype(np.float32)
+    labels, count = ndimage.label(maps >= cut[:, None, None], structure=_STRUCTURE)
     boxes: list[Box] = [(0, 0, w - 1, h - 1)] * n
     if count == 0:
         return boxes
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    for plane in np.flatnonzero(peaks > 0):
-        # labels are numbered in raster order, so each plane holds a contiguous range of them
-        present = labels[plane]
-        low, high = present[present > 0].min(), present.max()
-        biggest = low + int(np.argmax(sizes[low : high + 1]))
-        blob = present == biggest
-        x0, x1 = _extent(blob.any(axis=0))
-        y0, y1 = _extent(blob.any(axis=1))
-        boxes[plane] = (x0, y0, x1, y1)
+    # labels are numbered in raster order: plane p holds labels (last of p - 1, last of p]
+    last = labels.reshape(n, -1).max(axis=1) if n > 1 else np.array([count])
+    first = 1
+    for plane in range(n):
+        if last[plane] >= first:
+            biggest = first + int(np.argmax(sizes[first : last[plane] + 1]))
+            blob = labels[plane] == biggest
+            x0, x1 = _extent(blob.any(axis=0))
+            y0, y1 = _extent(blob.any(axis=1))
+            boxes[plane] = (x0, y0, x1, y1)
+            first = last[plane] + 1
     return boxes

@@ -8,8 +8,9 @@ authors' implementation does, without subtracting a baseline image's score, whic
 ``-b sum_k A_k``); ``L = ReLU(sum_k w_k A_k)``. ``channel_softmax=True`` follows Algorithm 1
 instead: the target's logits on the masked images, softmaxed over channels.
 
-Masks are applied to the pixels (0..255) before the model's preprocessing, so a masked-out pixel
-is black whatever the preprocessing (Keras models often rescale inside the network).
+Masks multiply the network's input (after preprocessing), as the authors' implementation does:
+a masked-out pixel becomes 0 there, i.e. the mean colour for a mean/std-normalized model, black
+for a model that rescales its pixels inside the network (the seed's Keras convnet).
 
 Faster Score-CAM (``top_k``): only the ``top_k`` channels with the largest spatial variance are
 scored (Wang et al.'s follow-up in the Score-CAM repository); the others get weight 0.
@@ -27,7 +28,7 @@ import torch
 from ..errors import ModelError
 from ..progress import progress_bar
 from .batching import BatchSizer, max_batch
-from .core import CamContext, WeightedCam, upsample
+from .core import CamContext, WeightedCam, channel_dim, upsample
 
 if TYPE_CHECKING:
     from ..models.base import LayerInfo
@@ -81,14 +82,14 @@ class ScoreCAM(WeightedCam):
         fill = -torch.inf if self.channel_softmax else 0.0
         scores = torch.full((n * k, c), fill, device=acts.device, dtype=torch.float32)
         size = tuple(ctx.pixels.shape[1:3])
+        mask_dim = channel_dim(ctx.model)
         limit = max_batch(ctx.model, size, self.memory_budget)
         sizer = BatchSizer(len(channels), limit, acts.device, self.batch_size)
         with progress_bar(f"{self.title} {info.name}", len(channels), ctx.progress) as advance:
             for start, stop in sizer:
                 img, ch = images[start:stop], channels[start:stop]
-                masks = min_max(upsample(acts[img, ch], size))
-                masked = ctx.pixels[img] * masks[..., None].to(ctx.pixels.dtype)
-                logits = ctx.forward_logits(ctx.model.prepare(masked))
+                masks = min_max(upsample(acts[img, ch], size)).to(ctx.net_input.dtype)
+                logits = ctx.forward_logits(ctx.net_input[img] * masks.unsqueeze(mask_dim))
                 for i in img.unique().tolist():
                     here = img == i
                     for row, target in ctx.row_targets(i):

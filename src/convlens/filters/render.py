@@ -1,8 +1,11 @@
 """The one optimization loop behind both recipes: batched, chunked, deterministic.
 
 All requested images are optimized together, in chunks sized to a memory budget. Each image has
-its own generator (seeded from the seed and its channel), so the chunking never changes a result.
-The forward pass stops at the deepest layer the objective reads, unless it needs class logits.
+its own generator (seeded from the seed and its channel) for its starting noise and its random
+transforms, and images never mix (eval-mode network, per-image scores, per-image updates), so how
+the images are chunked does not change them, up to floating-point rounding of batched kernels
+(the chollet recipe gives bit-identical images on CPU). The forward pass stops at the deepest
+layer the objective reads, unless it needs class logits.
 """
 
 from __future__ import annotations

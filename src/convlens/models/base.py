@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..activations.result import Activations
 from ..capture import Capture, first_tensor
 from ..errors import LayerNotFoundError, ModelError
 from ..images import ImageLike, load_image, resize
@@ -346,7 +347,7 @@ class Model(ABC):
     # -- the views ---------------------------------------------------------------------------
     def activations(
         self, images: Images, layers: str | Iterable[str] | None = None, *, batch_size: int = 32
-    ) -> dict[str, np.ndarray]:
+    ) -> Activations:
         """Outputs of the chosen layers (default: conv and pooling) in one forward pass.
 
         Returns ``{layer name: (N, H, W, C) float32 array}`` in forward order. For torch models
@@ -364,10 +365,10 @@ class Model(ABC):
                 if self.layout == "NCHW" and array.ndim == 4:
                     array = array.transpose(0, 2, 3, 1)  # a channels-last view, no copy
                 parts[name].append(array)
-        return {
-            name: arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+        return Activations(
+            (name, arrs[0] if len(arrs) == 1 else np.concatenate(arrs))
             for name, arrs in parts.items()
-        }
+        )
 
     def logits(self, images: Images) -> torch.Tensor:
         """The network's output for the images (no autograd)."""
