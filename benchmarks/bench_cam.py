@@ -15,6 +15,7 @@ Run: ``python benchmarks/bench_cam.py`` (or ``make bench``).
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -192,7 +193,8 @@ def memory(model: cl.Model, calls: int = 1000) -> tuple[float, float]:
 
 def main() -> None:
     torch.manual_seed(0)
-    print(f"bench_cam: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"bench_cam: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes skew the times)")
     models = [resnet50_model(), cl.load_model()]
     print("\nGradient methods: time per image / plain no-grad forward per image (bound 1.10)")
     header = (f"{'model':<20}{'method':<20}{'batch':>6}{'ms/img':>10}{'ratio':>8}"

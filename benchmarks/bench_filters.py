@@ -7,6 +7,7 @@ Floor and engine runs alternate, and each figure is the fastest of its samples: 
 the fastest sample is the one least disturbed by other work.
 
     python benchmarks/bench_filters.py            # default: 16 channels, CPU or the first GPU
+    python benchmarks/bench_filters.py 16 64 1    # channels, batch comparison, CPU threads
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ class _Basic(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + self.down(x))
 
 
-def main(channels: int = 16, batch_channels: int = 64) -> None:
+def main(channels: int = 16, batch_channels: int = 64, threads: int | None = None) -> None:
+    """Print the step-time table and the batching table (``threads``: torch CPU threads)."""
+    if threads:
+        torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"filter visualization on {device} ({torch.get_num_threads()} CPU threads)")
     model = cl.load_model()
@@ -167,4 +171,4 @@ def main(channels: int = 16, batch_channels: int = 64) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*(int(a) for a in sys.argv[1:4]))

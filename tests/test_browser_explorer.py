@@ -21,7 +21,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 60_000  # generous: the 2-core CI machine may be busy
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def grid_size(cell: int, channels: int, per_row: int = 16) -> tuple[int, int]:
@@ -96,6 +97,11 @@ def test_upload_predict_browse_layers_and_cam(page: Page, default_model, tmp_pat
     page.mouse.click(box["x"] + (3 * 8 + 4) * box["width"] / width,
                      box["y"] + (2 * 8 + 4) * box["height"] / height)
     expect(page.locator("#channel-caption")).to_contain_text(f"{layer} · channel 35")
+    box = page.locator("#grid").bounding_box()  # the panel took room: the grid may be smaller
+    mark = page.locator("#grid-mark").bounding_box()  # the cell is outlined on the grid
+    assert abs(mark["x"] + 2 - (box["x"] + 3 * 8 * box["width"] / width)) < 1.5
+    assert abs(mark["y"] + 2 - (box["y"] + 2 * 8 * box["height"] / height)) < 1.5
+    assert abs(mark["width"] - 4 - 7 * box["width"] / width) < 1.5
     assert natural_size(page, "#channel")[0] >= 256
 
     # CAM: the top class by default; another method gives another picture.

@@ -13,6 +13,8 @@ from convlens.render import colormap_lut
 from convlens.report import ReportOptions, build_report
 
 pytestmark = pytest.mark.browser
+TIMEOUT_MS = 60_000  # generous: the 2-core CI machine may be busy
+expect.set_options(timeout=TIMEOUT_MS)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -14,6 +14,16 @@ from convlens.filters.objectives import Objective, channel, class_logit, diversi
 
 from .conftest import tiny_convnet
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a busy 2-core machine, two threads wait on each other at every op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FAST = {"chollet": {"size": 32, "steps": 8}, "lucid": {"size": 32, "steps": 12}}
 
 
@@ -200,6 +210,7 @@ def test_quality_compares_with_the_sample_photos(tiny_model: cl.Model) -> None:
     assert best.shape == (16,)
     fv = tiny_model.filters("3", channels=range(16), size=32, steps=20)
     positive = best > 0
+    np.testing.assert_array_equal(fv.reference, best)
     np.testing.assert_allclose(fv.quality[positive], fv.activation[positive] / best[positive],
                                rtol=1e-5)
     assert np.isnan(fv.quality[~positive]).all()

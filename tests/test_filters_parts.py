@@ -28,6 +28,15 @@ from convlens.filters.transforms import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a busy 2-core machine, two threads wait on each other at every op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def captured() -> Captured:
     g = torch.Generator().manual_seed(1)

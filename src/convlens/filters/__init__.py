@@ -51,9 +51,9 @@ class FilterResult:
     """Filter visualizations of one layer.
 
     ``images`` (K, h, w, 3) uint8, one per channel; ``activation`` (K,) the objective reached;
-    ``quality`` (K,) the channel's mean activation reached divided by its strongest mean
-    activation over the bundled sample photos (> 1: the pattern excites the filter more than any
-    of those photos; NaN where no photo activates the channel positively).
+    ``quality`` (K,) the channel's mean activation reached divided by ``reference``, its strongest
+    mean activation over the bundled sample photos (> 1: the pattern excites the filter more than
+    any of those photos; NaN where the reference is not positive, and a ratio means nothing).
     """
 
     images: np.ndarray
@@ -62,6 +62,7 @@ class FilterResult:
     layer: str
     recipe: str
     quality: np.ndarray
+    reference: np.ndarray | None = None
 
     def _repr_png_(self) -> bytes:
         from ..render import to_png_bytes
@@ -183,20 +184,20 @@ def visualize_filters(
             done = render(model, target, plan, seeds, advance=advance, **options)
     else:
         done = render(model, target, plan, seeds, advance=progress or None, **options)
-    reached = (done.extra[0] if measure else done.scores).cpu()
-    quality = _quality(model, info.name, plan.border, picked, reached) if info.spatial else None
+    reached = (done.extra[0] if measure else done.scores).float().cpu()
+    if info.spatial:
+        best = photo_activation(model, info.name, plan.border).cpu()[picked]
+        quality = torch.where(best > 0, reached / best.clamp(min=1e-12), torch.nan).numpy()
+        reference = best.numpy()
+    else:
+        quality = np.full(len(picked), np.nan, np.float32)
+        reference = None
     return FilterResult(
         images=done.pictures.cpu().numpy(),
         activation=done.scores.cpu().numpy(),
         channels=picked,
         layer=info.name,
         recipe=plan.name,
-        quality=quality if quality is not None else np.full(len(picked), np.nan, np.float32),
+        quality=quality.astype(np.float32),
+        reference=reference,
     )
-
-
-def _quality(model: Model, layer: str, border: int, channels: list[int],
-             reached: torch.Tensor) -> np.ndarray:
-    best = photo_activation(model, layer, border).cpu()[channels]
-    ratio = torch.where(best > 0, reached / best.clamp(min=1e-12), torch.nan)
-    return ratio.numpy().astype(np.float32)

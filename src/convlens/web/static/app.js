@@ -198,6 +198,7 @@ async function loadActivations() {
   img.style.width = img.naturalWidth * scale + "px";
   img.classList.remove("hidden");
   $("channel-panel").classList.add("hidden");
+  $("grid-mark").classList.add("hidden");
 }
 
 function channelAt(img, event) {
@@ -210,8 +211,21 @@ function channelAt(img, event) {
   return channel < f.channels ? channel : null;
 }
 
+function markChannel(channel) {
+  // Outline the channel's cell on the grid, in % of the grid, so it follows any resizing.
+  const f = state.layerFacts, img = $("grid"), mark = $("grid-mark");
+  const col = channel % f.per_row, row = Math.floor(channel / f.per_row);
+  const pct = (value, total) => (100 * value / total) + "%";
+  mark.style.left = pct(col * (f.cell[1] + 1), img.naturalWidth);
+  mark.style.top = pct(row * (f.cell[0] + 1), img.naturalHeight);
+  mark.style.width = pct(f.cell[1], img.naturalWidth);
+  mark.style.height = pct(f.cell[0], img.naturalHeight);
+  mark.classList.remove("hidden");
+}
+
 function showChannel(channel) {
   const f = state.layerFacts;
+  markChannel(channel);
   $("channel").src = withModel(imagePath("/activations/" + encodeURIComponent(f.layer)
     + "/channels/" + channel + ".png"));
   $("channel").dataset.channel = channel;
