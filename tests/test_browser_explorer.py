@@ -123,6 +123,10 @@ def test_sample_then_bad_upload_shows_a_clear_error(page: Page, tmp_path):
     page.set_input_files("#upload", str(text))
     expect(page.locator("#status")).to_contain_text("not an image")
     expect(page.locator("#status")).to_have_class("error")
+    # The coffee's views finish later; their "ready" must not hide the error.
+    expect(page.locator("#cam-caption")).to_contain_text("espresso")
+    page.wait_for_function("document.querySelector('#grid').complete")
+    expect(page.locator("#status")).to_contain_text("not an image")
 
 
 def test_filter_gallery_with_progress_on_a_second_model(page: Page):

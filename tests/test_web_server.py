@@ -19,6 +19,8 @@ from torch import nn
 
 import convlens as cl
 from convlens.web import BackgroundServer
+from convlens.web.jobs import FilterJobs
+from convlens.web.slots import ModelSlot
 from convlens.web.store import LRU, ImageStore
 
 from .conftest import tiny_convnet
@@ -311,3 +313,17 @@ def test_model_lock_is_the_one_the_explorer_holds(server, client, tiny):
     worker.join(30)
     assert pending["r"].status_code == 200
     assert server.model_lock() is server.model_lock("tiny")
+
+
+def test_stopping_cancels_a_running_filter_job(tiny):
+    jobs = FilterJobs()
+    job = jobs.submit(ModelSlot("tiny", tiny), tiny.layer("3"), "chollet", list(range(64)))
+    deadline = time.monotonic() + 60
+    while job.done == 0 and job.status != "error" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.status == "running" and 0 < job.done < job.total
+    jobs.close(timeout=30)
+    assert job.status == "error" and "cancelled" in job.error
+    assert not jobs._worker.is_alive()
+    with pytest.raises(cl.ConvlensError, match="stopping"):
+        jobs.submit(ModelSlot("tiny", tiny), tiny.layer("3"), "chollet", [0])

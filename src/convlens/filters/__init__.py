@@ -110,8 +110,8 @@ def photo_activation(model: Model, layer: str, border: int = 0) -> torch.Tensor:
 def _channel_list(channels: Iterable[int] | int | None, count: int | None) -> list[int]:
     if channels is None:
         return list(range(min(16, count or 16)))
-    if isinstance(channels, int):
-        return [channels]
+    if isinstance(channels, (int, np.integer)):
+        return [int(channels)]
     picked = list(channels)
     if not picked:
         raise ModelError("no channels requested; pass e.g. channels=range(16)")

@@ -24,6 +24,10 @@ CHUNK = 8
 PER_ROW = 8
 
 
+class JobCancelled(Exception):
+    """Raised from a job's progress callback to stop it (the explorer is shutting down)."""
+
+
 @dataclass
 class FilterJob:
     """One filter gallery: its status, progress (optimization steps) and result."""
@@ -40,8 +44,11 @@ class FilterJob:
     facts: dict[str, Any] | None = None
     png: bytes | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def advance(self, steps: int = 1) -> None:
+        if self.cancel.is_set():
+            raise JobCancelled(f"filter job {self.id} was cancelled: the explorer is stopping")
         with self.lock:
             self.done = min(self.total, self.done + steps)
 
@@ -62,8 +69,9 @@ class FilterJobs:
         self._jobs: dict[str, FilterJob] = {}
         self._by_request: dict[tuple[Any, ...], str] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[FilterJob, ModelSlot, int | None]] = queue.Queue()
+        self._queue: queue.Queue[tuple[FilterJob, ModelSlot, int | None] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._closed = threading.Event()
         self.capacity = capacity
 
     def get(self, job_id: str) -> FilterJob | None:
@@ -78,6 +86,8 @@ class FilterJobs:
         from ..filters.recipes import get_recipe
 
         key = (slot.name, layer.name, recipe, tuple(channels), steps)
+        if self._closed.is_set():
+            raise ConvlensError("the explorer is stopping; no new filter jobs")
         with self._lock:
             existing = self._jobs.get(self._by_request.get(key, ""))
             if existing is not None and existing.status != "error":
@@ -104,8 +114,19 @@ class FilterJobs:
                 self._worker.start()
 
     def _work(self) -> None:
-        while True:
-            self._run(*self._queue.get())
+        while (item := self._queue.get()) is not None:
+            self._run(*item)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel the running and queued jobs and wait (``timeout`` s) for the worker to stop."""
+        self._closed.set()
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel.set()
+            worker = self._worker
+        self._queue.put(None)
+        if worker is not None:
+            worker.join(timeout)
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.status in ("done", "error")]
@@ -119,6 +140,7 @@ class FilterJobs:
         job.status = "running"
         parts: list[FilterResult] = []
         try:
+            job.advance(0)  # a job cancelled while queued stops here
             for start in range(0, len(job.channels), CHUNK):
                 chunk = job.channels[start : start + CHUNK]
                 options: dict[str, Any] = {"channels": chunk, "recipe": job.recipe,

@@ -24,7 +24,11 @@ def serve(
     port: int = 8000, **options: Any,
 ) -> None:
     """Run the explorer until interrupted (binds to ``host``, by default this machine only)."""
-    uvicorn.run(create_app(models, **options), host=host, port=port, log_level="warning")
+    app = create_app(models, **options)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        app.state.jobs.close()  # a gallery being computed stops at its next step
 
 
 class BackgroundServer:
@@ -76,6 +80,7 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.app.state.jobs.close(timeout)
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)

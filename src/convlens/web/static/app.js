@@ -13,6 +13,10 @@ function status(text, isError) {
   el.textContent = text || "";
   el.classList.toggle("error", !!isError);
 }
+// A long action owns the status line until a newer one starts: its late "ready" never hides a
+// newer message (an upload error, say).
+function begin(text) { const n = ticket("status"); status(text); return n; }
+function finish(n, text, isError) { if (current("status", n)) status(text, isError); }
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -62,9 +66,9 @@ async function start() {
       $("samples").appendChild(button);
     }
     await selectModel($("model-select").value);
-    status("ready");
+    if (!state.image) status("ready");
   } catch (err) {
-    status(err.message, true);
+    showError(err);
   }
 }
 
@@ -94,39 +98,40 @@ function fillLayers() {
 
 // -- images ------------------------------------------------------------------------------------
 async function pickSample(name) {
-  status("loading " + name + "…");
+  const n = begin("loading " + name + "…");
   try {
     const info = await api("/api/images/sample/" + encodeURIComponent(name), { method: "POST" });
-    await useImage(info);
-  } catch (err) { status(err.message, true); }
+    await useImage(info, n);
+  } catch (err) { finish(n, err.message, true); }
 }
 
 async function upload(file) {
   if (!file) return;
-  status("uploading " + file.name + "…");
+  const n = begin("uploading " + file.name + "…");
   const form = new FormData();
   form.append("file", file, file.name);
   try {
     const info = await api("/api/images", { method: "POST", body: form });
-    await useImage(info);
-  } catch (err) { status(err.message, true); }
+    await useImage(info, n);
+  } catch (err) { finish(n, err.message, true); }
 }
 
-async function useImage(info) {
+async function useImage(info, n) {
   state.image = info;
   for (const b of $("samples").children) b.classList.toggle("on", b.dataset.name === info.name);
   $("image").src = info.url;
   $("image-name").textContent = info.name + " · " + info.width + "×" + info.height;
   $("image-figure").classList.remove("hidden");
-  await refreshAll();
+  await refreshAll(n);
 }
 
-async function refreshAll() {
-  status("computing…");
+async function refreshAll(n) {
+  if (n === undefined) n = begin("computing…");
+  else finish(n, "computing…");
   try {
     await Promise.all([loadPredictions().then(loadCam), loadActivations()]);
-    status("ready");
-  } catch (err) { status(err.message, true); }
+    finish(n, "ready");
+  } catch (err) { finish(n, err.message, true); }
 }
 
 // -- predictions -------------------------------------------------------------------------------
@@ -273,7 +278,7 @@ async function runFilters() {
   img.classList.remove("hidden");
 }
 
-function showError(err) { status(err.message, true); }
+function showError(err) { begin(err.message); status(err.message, true); }
 
 // -- wiring ------------------------------------------------------------------------------------
 $("model-select").addEventListener("change", (e) => selectModel(e.target.value).catch(showError));
