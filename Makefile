@@ -28,7 +28,7 @@ test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/convlens report --out $(OUT)/report
+	$(BIN)/convlens report chelsea coffee camera stereo_motorcycle --out $(OUT)/report --json
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

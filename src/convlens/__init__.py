@@ -1,10 +1,14 @@
 """convlens: see what a convolutional network has learned.
 
 >>> import convlens as cl
->>> model = cl.load_model()                       # EfficientNet-Lite0, ImageNet (or yours)
+>>> model = cl.load_model()                        # EfficientNet-Lite0, ImageNet (or yours)
 >>> x = cl.load_image("chelsea", size=(224, 224))
->>> acts = model.activations(x)                   # {layer: (N, H, W, C)}, one forward pass
+>>> acts = model.activations(x)                    # {layer: (N, H, W, C)}, one forward pass
 >>> grid = cl.activation_grid(acts["_conv_stem"])  # the seed's channel grid, uint8
+>>> cams = model.cam(x, method="gradcam")          # heatmap, raw map, target, score, boxes
+>>> picture = cl.overlay(x, cams.heatmap[0])       # jet at alpha 0.4 over the image
+>>> fv = model.filters("_blocks.8._expand_conv", channels=range(16))
+>>> tiles = cl.filter_grid(fv)                     # 8 per row, 5 px margins, as in the book
 """
 
 from __future__ import annotations
@@ -14,16 +18,22 @@ import os
 # Keras models run on Keras's torch backend; this must be set before keras is first imported.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from .activations import activation_grid, empty_channels
-from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError
-from .images import SAMPLES, load_image, load_images, sample_image
-from .models import LayerInfo, Model, Prediction, load_model
-from .render import overlay
+from .activations import Activations, activation_grid, empty_channels  # noqa: E402
+from .cam import METHODS as CAM_METHODS  # noqa: E402
+from .cam import CamResult  # noqa: E402
+from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError  # noqa: E402
+from .filters import RECIPES as FILTER_RECIPES  # noqa: E402
+from .filters import FilterResult, filter_grid  # noqa: E402
+from .images import SAMPLES, load_image, load_images, sample_image  # noqa: E402
+from .models import LayerInfo, Model, Prediction, load_model  # noqa: E402
+from .notebook import show  # noqa: E402
+from .render import overlay  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SAMPLES", "ConvlensError", "ImageError", "LayerInfo", "LayerNotFoundError", "Model",
-    "ModelError", "Prediction", "activation_grid", "empty_channels", "load_image", "load_images",
-    "load_model", "overlay", "sample_image",
+    "CAM_METHODS", "FILTER_RECIPES", "SAMPLES", "Activations", "CamResult", "ConvlensError",
+    "FilterResult", "ImageError", "LayerInfo", "LayerNotFoundError", "Model", "ModelError",
+    "Prediction", "activation_grid", "empty_channels", "filter_grid", "load_image", "load_images",
+    "load_model", "overlay", "sample_image", "show",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..render import colormap_lut, to_png_bytes
+from ..render import colormap_lut
 
 __all__ = ["data_uri", "grid_png", "jpeg_bytes", "photo_bytes"]
 
@@ -50,8 +50,3 @@ def data_uri(data: bytes) -> str:
     """PNG or JPEG bytes as a ``data:`` URI (the type is read from the bytes' signature)."""
     mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def png_bytes(array: Any) -> bytes:
-    """A uint8 gray/RGB image as PNG bytes."""
-    return to_png_bytes(array)

@@ -16,8 +16,8 @@ from ..activations import activation_grid, empty_channels
 from ..errors import ModelError
 from ..models import LayerInfo, Model
 from ..progress import Advance
-from ..render import draw_box
-from .pictures import grid_png, jpeg_bytes, photo_bytes, png_bytes
+from ..render import draw_box, to_png_bytes
+from .pictures import grid_png, jpeg_bytes, photo_bytes
 
 if TYPE_CHECKING:
     from .builder import ReportOptions
@@ -224,7 +224,7 @@ def filters(
                  if value is not None}
         result = model.filters(info.name, channels=channels, recipe=options.filter_recipe, **extra)
         key = f"filters-{info.name}"
-        pictures[key] = png_bytes(filter_grid(result, per_row=FILTERS_PER_ROW))
+        pictures[key] = to_png_bytes(filter_grid(result, per_row=FILTERS_PER_ROW))
         facts.append({
             "layer": info.name, "kind": info.kind, "channels": [int(c) for c in result.channels],
             "activation": [round(float(v), 4) for v in np.asarray(result.activation)],

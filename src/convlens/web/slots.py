@@ -12,8 +12,8 @@ import torch
 from ..activations import activation_grid, standardize_channels
 from ..images import load_image
 from ..models import LayerInfo, Model
-from ..render import colorize, draw_box, upscale_nearest
-from ..report.pictures import grid_png, jpeg_bytes, png_bytes
+from ..render import colorize, draw_box, to_png_bytes, upscale_nearest
+from ..report.pictures import grid_png, jpeg_bytes
 from .store import LRU, StoredImage
 
 __all__ = ["ModelSlot"]
@@ -105,7 +105,7 @@ class ModelSlot:
             acts = self.activations(image, layer)
             cell = standardize_channels(acts[:, :, channel : channel + 1])[0]
             factor = max(1, -(-CHANNEL_SIDE // max(cell.shape)))
-            return png_bytes(upscale_nearest(colorize(cell), factor))
+            return to_png_bytes(upscale_nearest(colorize(cell), factor))
 
         return self._pictures.get_or_compute(("channel", image.id, layer.name, channel), compute)
 
