@@ -18,16 +18,16 @@ import os
 # Keras models run on Keras's torch backend; this must be set before keras is first imported.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from .activations import Activations, activation_grid, empty_channels  # noqa: E402
-from .cam import METHODS as CAM_METHODS  # noqa: E402
-from .cam import CamResult  # noqa: E402
-from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError  # noqa: E402
-from .filters import RECIPES as FILTER_RECIPES  # noqa: E402
-from .filters import FilterResult, filter_grid  # noqa: E402
-from .images import SAMPLES, load_image, load_images, sample_image  # noqa: E402
-from .models import LayerInfo, Model, Prediction, load_model  # noqa: E402
-from .notebook import show  # noqa: E402
-from .render import overlay  # noqa: E402
+from .activations import Activations, activation_grid, empty_channels
+from .cam import METHODS as CAM_METHODS
+from .cam import CamResult
+from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError
+from .filters import RECIPES as FILTER_RECIPES
+from .filters import FilterResult, filter_grid
+from .images import SAMPLES, load_image, load_images, sample_image
+from .models import LayerInfo, Model, Prediction, load_model
+from .notebook import show
+from .render import overlay
 
 __version__ = "0.1.0"
 
