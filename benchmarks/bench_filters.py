@@ -3,8 +3,8 @@
 The floor is a forward + backward pass of the same batch through the network up to the target
 layer only, written plainly (no hooks, no objective objects, no optimizer). The engine's step time
 is read from its progress callback (one tick per step), so set-up and the final pass are left out.
-Floor and engine runs alternate, and each figure is the fastest of its samples: on a shared machine
-the fastest sample is the one least disturbed by other work.
+Floor and engine steps alternate one for one (a floor step runs inside each progress tick), and
+the ratio is the median of the pairs' ratios, so a busy machine weighs on both alike.
 
     python benchmarks/bench_filters.py            # default: 16 channels, CPU or the first GPU
     python benchmarks/bench_filters.py 16 64 1    # channels, batch comparison, CPU threads
@@ -12,7 +12,7 @@ the fastest sample is the one least disturbed by other work.
 
 from __future__ import annotations
 
-import itertools
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -41,35 +41,46 @@ def _upto_block8_bn0(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block._bn0(block._expand_conv(x))
 
 
-def floor_step_time(forward: Callable[[torch.Tensor], torch.Tensor], batch: int, size: int,
-                    device: torch.device, repeats: int = 6) -> float:
-    """Fastest seconds of forward + backward (w.r.t. the input) of one batch, up to the layer."""
+def floor_step(forward: Callable[[torch.Tensor], torch.Tensor], batch: int, size: int,
+               device: torch.device) -> Callable[[], None]:
+    """One forward + backward (w.r.t. the input) of a batch, up to the layer, written plainly."""
     x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
-    channels = torch.arange(batch, device=device)
-    times = []
-    for _ in range(repeats + 1):
-        _sync(device)
-        start = time.perf_counter()
-        out = forward(x)
-        score = out[torch.arange(batch, device=device), channels].mean(dim=(1, 2))
-        torch.autograd.grad(score.sum(), [x])
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times[1:])
+    rows = torch.arange(batch, device=device)
+
+    def step() -> None:
+        with torch.enable_grad():
+            out = forward(x)
+            score = out[rows, rows].mean(dim=(1, 2))  # image i: channel i
+            torch.autograd.grad(score.sum(), [x])
+
+    return step
 
 
-def engine_step_time(model: cl.Model, layer: str, channels: list[int], recipe: str, steps: int,
-                     size: int | None = None, batch_size: int | None = None) -> float:
-    """Fastest seconds of one engine step (forward, objective, backward, update)."""
-    ticks: list[float] = []
+def paired_step_times(model: cl.Model, layer: str, channels: list[int], recipe: str, steps: int,
+                      size: int, floor: Callable[[], None]) -> tuple[list[float], list[float]]:
+    """Engine step times and floor step times, run alternately (one floor step per engine tick).
+
+    Pairs see the same load, so their ratios stay meaningful on a busy machine. The first engine
+    step (with the set-up) is left out.
+    """
+    device = model.device
+    engine: list[float] = []
+    floors: list[float] = []
+    last: list[float] = []
 
     def tick(n: int = 1) -> None:
-        _sync(model.device)
-        ticks.append(time.perf_counter())
+        _sync(device)
+        if last:
+            engine.append(time.perf_counter() - last[-1])
+        start = time.perf_counter()
+        floor()
+        _sync(device)
+        floors.append(time.perf_counter() - start)
+        last.append(time.perf_counter())
 
     visualize_filters(model, layer, channels=channels, recipe=recipe, steps=steps, size=size,
-                      batch_size=batch_size or len(channels), progress=tick)
-    return min(b - a for a, b in itertools.pairwise(ticks))
+                      batch_size=len(channels), progress=tick)
+    return engine, floors[:-1]
 
 
 def total_time(run: Callable[[], object], device: torch.device) -> float:
@@ -131,18 +142,12 @@ def main(channels: int = 16, batch_channels: int = 64, threads: int | None = Non
     picked = list(range(channels))
     rows = []
 
-    def floor(size: int) -> float:
-        with torch.enable_grad():
-            return floor_step_time(lambda x: _upto_block8_bn0(net, x), channels, size, device)
-
     for recipe, size, net_size in (("chollet", 200, 200), ("lucid", 128, 224)):
-        steps, bases = [], []
-        for _ in range(3):
-            bases.append(floor(net_size))
-            steps.append(engine_step_time(model, LAYER, picked, recipe, steps=7, size=size))
-        step, base = min(steps), min(bases)
-        rows.append((f"{recipe} step, {channels} ch, {net_size} px", step, base, step / base,
-                     BOUNDS[recipe]))
+        floor = floor_step(lambda x: _upto_block8_bn0(net, x), channels, net_size, device)
+        engine, floors = paired_step_times(model, LAYER, picked, recipe, 12, size, floor)
+        ratio = statistics.median(e / f for e, f in zip(engine, floors))
+        rows.append((f"{recipe} step, {channels} ch, {net_size} px", statistics.median(engine),
+                     statistics.median(floors), ratio, BOUNDS[recipe]))
 
     print(f"\n{'measure (layer ' + LAYER + ')':<44}{'time':>10}{'floor':>10}{'ratio':>8}"
           f"{'bound':>8}")
@@ -150,6 +155,7 @@ def main(channels: int = 16, batch_channels: int = 64, threads: int | None = Non
         flag = "ok" if ratio <= bound else "MISS"
         print(f"{name:<44}{step * 1e3:>8.1f}ms{base * 1e3:>8.1f}ms{ratio:>8.2f}{bound:>6.1f}",
               flag)
+    print("(medians of 11 alternated steps; ratio: median of the per-pair ratios)")
 
     print(f"\n{batch_channels} channels batched vs {batch_channels} single runs (chollet)")
     print(f"{'model':<52}{'batched':>10}{'singles':>10}{'gain':>8}")
