@@ -292,9 +292,10 @@ def explain(
 
 
 # -- maps → heatmaps -------------------------------------------------------------------------
-def _max_normalize(maps: torch.Tensor) -> torch.Tensor:
+def _max_normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each map divided by its max (an all-zero map stays 0), and the (R,) maxima."""
     peak = maps.amax(dim=(1, 2), keepdim=True)
-    return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny), peak[:, 0, 0]
 
 
 @lru_cache(maxsize=64)
@@ -328,7 +329,8 @@ def normalize_maps(
     Each map: ReLU, bilinear upsampling to ``size``, division by its per-row max (an all-zero map
     stays zero). Several layers: the mean of their normalized maps, normalized again.
     """
-    maps = [_max_normalize(upsample(raw.float().clamp_min(0), size)) for raw in raws]
-    heat = maps[0] if len(maps) == 1 else _max_normalize(torch.stack(maps).mean(dim=0))
-    empty = heat.amax(dim=(1, 2)) <= 0
-    return heat, empty
+    normalized = [_max_normalize(upsample(raw.float().clamp_min(0), size)) for raw in raws]
+    heat, peak = normalized[0]
+    if len(normalized) > 1:
+        heat, peak = _max_normalize(torch.stack([m for m, _ in normalized]).mean(dim=0))
+    return heat, peak <= 0

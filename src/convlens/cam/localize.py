@@ -44,14 +44,18 @@ def bounding_boxes(heatmaps: np.ndarray, threshold: float = 0.15) -> list[Box]:
     boxes: list[Box] = [(0, 0, w - 1, h - 1)] * n
     if count == 0:
         return boxes
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1) if count > n else None
     # labels are numbered in raster order: plane p holds labels (last of p - 1, last of p]
     last = labels.reshape(n, -1).max(axis=1) if n > 1 else np.array([count])
     first = 1
     for plane in range(n):
         if last[plane] >= first:
-            biggest = first + int(np.argmax(sizes[first : last[plane] + 1]))
-            blob = labels[plane] == biggest
+            if last[plane] == first:  # a single region
+                blob = labels[plane] > 0
+            else:
+                assert sizes is not None
+                biggest = first + int(np.argmax(sizes[first : last[plane] + 1]))
+                blob = labels[plane] == biggest
             x0, x1 = _extent(blob.any(axis=0))
             y0, y1 = _extent(blob.any(axis=1))
             boxes[plane] = (x0, y0, x1, y1)
