@@ -10,7 +10,7 @@
 
 Calls are interleaved (one of each per round) so that a slow spell on a shared machine hits all
 of them; each figure is the best of its rounds, and the median ratio is printed beside it.
-Run: ``python benchmarks/bench_cam.py`` (or ``make bench``).
+Run: ``python -m benchmarks.bench_cam`` (or ``make bench``).
 """
 
 from __future__ import annotations
@@ -24,71 +24,18 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 import convlens as cl
 from convlens.cam import GRADIENT_METHODS
+
+from .models import resnet50
 
 BATCHES = (1, 8)
 ROUNDS = 7
 
 
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        width = planes
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or inplanes != planes * 4:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class ResNet50(nn.Module):
-    """torchvision's ResNet-50 layout (same module names), random weights."""
-
-    def __init__(self, classes: int = 1000):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        inplanes = 64
-        for index, (planes, blocks, stride) in enumerate(
-            ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), start=1
-        ):
-            layers = [Bottleneck(inplanes, planes, stride)]
-            inplanes = planes * 4
-            layers += [Bottleneck(inplanes, planes) for _ in range(blocks - 1)]
-            setattr(self, f"layer{index}", nn.Sequential(*layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2048, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
 def resnet50_model() -> cl.Model:
-    torch.manual_seed(0)
-    return cl.load_model(ResNet50().eval(), name="resnet50")
+    return cl.load_model(resnet50(), name="resnet50")
 
 
 def _interleaved(
