@@ -29,6 +29,7 @@ import convlens as cl
 from convlens.cam import GRADIENT_METHODS
 
 from .models import resnet50
+from .timing import interleaved_times
 
 BATCHES = (1, 8)
 ROUNDS = 7
@@ -36,20 +37,6 @@ ROUNDS = 7
 
 def resnet50_model() -> cl.Model:
     return cl.load_model(resnet50(), name="resnet50")
-
-
-def _interleaved(
-    calls: dict[str, Callable[[], object]], rounds: int, warmup: bool = True
-) -> dict[str, list[float]]:
-    for call in calls.values() if warmup else ():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def _images(n: int) -> np.ndarray:
@@ -69,7 +56,7 @@ def gradient_methods(model: cl.Model, rounds: int = ROUNDS) -> list[tuple]:
         calls: dict[str, Callable[[], object]] = {"forward": lambda p=pixels: model.logits(p)}
         for method in GRADIENT_METHODS:
             calls[method] = lambda p=pixels, m=method: model.cam(p, method=m)
-        times = _interleaved(calls, rounds)
+        times = interleaved_times(calls, rounds, warmup=1)
         base = times["forward"]
         for method, spent in times.items():
             per_image[(method, batch)] = min(spent) / batch
@@ -124,10 +111,10 @@ def score_cam(model: cl.Model, top_k: int | None, rounds: int = 2) -> tuple:
                 model.forward(batch)
 
     model.cam(image, method="scorecam", top_k=8)  # warm-up
-    times = _interleaved(
+    times = interleaved_times(
         {"scorecam": lambda: model.cam(image, method="scorecam", top_k=top_k),
          "forward": forwards},
-        rounds, warmup=False,
+        rounds, warmup=0,
     )
     spent = min(times["scorecam"])
     reference = min(times["forward"]) * count / (batches * size)

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2):
-    """Median wall time of each function, the functions run interleaved round by round."""
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Wall times of each function over ``repeats`` rounds, run interleaved round by round."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -18,6 +20,12 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup:
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2):
+    """Median wall time of each function, the functions run interleaved round by round."""
+    samples = interleaved_times(fns, repeats, warmup)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -57,6 +57,15 @@ def seed_keras_model():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread: on a busy 2-core machine, two threads wait on each other at every op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_model() -> cl.Model:
     return cl.load_model(tiny_convnet(), input_size=(32, 32), preprocess="unit")
 

@@ -14,14 +14,7 @@ from convlens.filters.objectives import Objective, channel, class_logit, diversi
 
 from .conftest import tiny_convnet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy 2-core machine, two threads wait on each other at every op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = {"chollet": {"size": 32, "steps": 8}, "lucid": {"size": 32, "steps": 12}}

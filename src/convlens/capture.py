@@ -103,7 +103,7 @@ class Capture:
         replaced = None
         if self.autograd:
             self.outputs[info.name] = tensor
-            if info.overwritten and not self.stop_early:
+            if info.overwritten:
                 replaced = _replace_first(output, tensor.clone())  # keep `tensor` intact
         elif info.name in self.grad_layers:
             if not self._grad_started:

@@ -16,11 +16,11 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..capture import Capture, first_tensor
+from ..capture import Capture
 from ..errors import ModelError
 from .objectives import Captured, Objective, nchw
 from .recipes import Recipe
@@ -80,29 +80,6 @@ def chunk_rows(count: int, chunk: int) -> list[slice]:
 
 
 @contextmanager
-def _guard_in_place(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """Hand later layers a copy of these modules' outputs, so in-place ops cannot alter them.
-
-    Registered after the capture's hooks: the capture keeps the original, downstream gets a clone.
-    """
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-        t = first_tensor(output)
-        if t is None:
-            return None
-        if isinstance(output, torch.Tensor):
-            return t.clone()
-        return type(output)([t.clone(), *output[1:]])
-
-    handles = [m.register_forward_hook(hook) for m in {id(m): m for m in modules}.values()]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
 def _capturing(model: Model, wanted: dict[str, LayerInfo], *, needs_logits: bool,
                autograd: bool) -> Iterator[Callable[[torch.Tensor], Captured]]:
     """A forward function giving a :class:`Captured` (stopping early when logits are not needed).
@@ -115,8 +92,6 @@ def _capturing(model: Model, wanted: dict[str, LayerInfo], *, needs_logits: bool
         cap = stack.enter_context(
             Capture(model, infos, stop_early=stop_early, autograd=autograd)
         )
-        if autograd and model.framework == "torch" and not (stop_early and len(infos) == 1):
-            stack.enter_context(_guard_in_place([i.module for i in infos]))
         if needs_logits:
             stack.enter_context(model.logit_outputs())
 
