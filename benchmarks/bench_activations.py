@@ -12,7 +12,7 @@ import convlens as cl
 from convlens.activations import seed_activation_grid
 
 from .models import resnet50
-from .timing import median_times, print_table
+from .timing import median_times, print_table, setting
 
 
 def _case(name: str, model: cl.Model, image) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -50,13 +50,14 @@ def _case(name: str, model: cl.Model, image) -> tuple[tuple[str, ...], tuple[str
 
 
 def main() -> None:
+    print(setting())
     image = cl.load_image("chelsea", size=(224, 224), interpolation="bilinear")
     cases = [
         ("efficientnet_lite0", cl.load_model()),
         ("resnet50 (random)", cl.load_model(resnet50(), input_size=(224, 224))),
     ]
     rows = [_case(name, model, image) for name, model in cases]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, 224x224")
+    print("batch 1, 224x224")
     print_table(
         "activation capture (all conv + pool layers) vs plain no-grad forward",
         [r[0] for r in rows],

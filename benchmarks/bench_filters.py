@@ -23,6 +23,8 @@ from torch import nn
 import convlens as cl
 from convlens.filters import visualize_filters
 
+from .timing import setting
+
 LAYER = "_blocks.8._bn0"
 BOUNDS = {"chollet": 1.2, "lucid": 1.5}
 
@@ -135,7 +137,7 @@ def main(channels: int = 16, batch_channels: int = 64, threads: int | None = Non
     if threads:
         torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"filter visualization on {device} ({torch.get_num_threads()} CPU threads)")
+    print(f"filter visualization on {device}; {setting()}")
     model = cl.load_model()
     model.network.to(device)
     net = model.network

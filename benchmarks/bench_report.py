@@ -21,7 +21,7 @@ from convlens.render import colorize
 from convlens.report.pictures import grid_png
 from convlens.web import BackgroundServer
 
-from .timing import median_times, print_table
+from .timing import median_times, print_table, setting
 
 
 def _rgb_png(gray: np.ndarray) -> bytes:
@@ -100,6 +100,7 @@ def _explorer(model: cl.Model) -> list[tuple[str, ...]]:
 
 
 def main() -> None:
+    print(setting())
     model = cl.load_model()
     rows = [_pictures(model), _passes(model), *_explorer(model)]
     print_table("report and explorer (efficientnet_lite0, 224x224)", rows,

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
+
+import torch
+
+from convlens.runtime import tune_allocator
+
+
+def setting() -> str:
+    """Apply the ``convlens`` command's process settings and describe the machine in one line.
+
+    Both sides of every ratio run in this process, with the same allocator.
+    """
+    allocator = "glibc malloc tuned" if tune_allocator() else "default malloc"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return (f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
+            f"{allocator} (convlens.runtime), load average {os.getloadavg()[0]:.1f}")
 
 
 def interleaved_times(

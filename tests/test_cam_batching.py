@@ -44,6 +44,20 @@ def test_tuning_keeps_the_fastest_size(monkeypatch):
     assert sizer.best == 16 and set(sizes[12:-1]) == {16} and sum(sizes) == 1000
 
 
+def test_tuning_spends_at_most_a_quarter_of_the_items(monkeypatch):
+    """Fake clock where every doubling pays: tuning still stops at 2+4+...+32 = 126 of 1000."""
+    clock = [0.0]
+    monkeypatch.setattr("convlens.cam.batching.time.perf_counter", lambda: clock[0])
+    sizer = BatchSizer(1000, 256, CPU)
+    sizes = []
+    for start, stop in sizer:
+        n = stop - start
+        clock[0] += 100 + n
+        sizes.append(n)
+    assert sizes[:12] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32]
+    assert sizer.best == 32 and set(sizes[12:-1]) == {32} and sum(sizes) == 1000
+
+
 def test_memory_budget_bounds_the_batch(tiny_model):
     # the largest layer output of the tiny model is 32 x 32 x 8 floats = 32 KiB per sample
     per_sample = 32 * 32 * 8 * 4 * 4

@@ -322,6 +322,16 @@ def test_boxes_do_not_join_across_images_and_use_8_connectivity():
     assert bounding_boxes(maps) == [(0, 0, 2, 2), (5, 5, 5, 5)]
 
 
+def test_cam_boxes_follow_its_threshold(tiny_model):
+    image = np.random.default_rng(5).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    for threshold in (0.15, 0.6):
+        cams = tiny_model.cam(image, threshold=threshold)
+        assert cams.boxes == bounding_boxes(cams.heatmap, threshold)
+    assert tiny_model.cam(image, threshold=0.6).boxes != tiny_model.cam(image).boxes
+    with pytest.raises(cl.ModelError, match="threshold"):
+        tiny_model.cam(image, threshold=15)
+
+
 def test_result_drawing(tiny_model):
     image = np.random.default_rng(4).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     cams = tiny_model.cam(image)

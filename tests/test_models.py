@@ -153,6 +153,29 @@ def test_default_model_layers_and_activations(default_model, cat_224):
     assert all_hooks(default_model.network) == 0
 
 
+def test_channels_last_models_give_the_same_numbers(tiny_model):
+    import copy
+
+    image = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    network = copy.deepcopy(tiny_model.network)
+    fast = cl.load_model(network, input_size=(32, 32), preprocess="unit", channels_last=True)
+    conv = fast.network[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert fast.inputs(image).is_contiguous(memory_format=torch.channels_last)
+    plain, last = tiny_model.activations(image), fast.activations(image)
+    for name in plain:
+        np.testing.assert_allclose(last[name], plain[name], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        fast.cam(image).heatmap, tiny_model.cam(image).heatmap, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_default_model_runs_channels_last(default_model, cat_224):
+    stem = default_model.network._conv_stem.weight
+    assert stem.is_contiguous(memory_format=torch.channels_last)
+    assert default_model.inputs(cat_224).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_user_preprocessing_for_torch_modules():
     net = nn.Sequential(nn.Conv2d(3, 1, 1, bias=False))
     nn.init.ones_(net[0].weight)

@@ -58,15 +58,19 @@ class BatchSizer:
     """Chooses batch sizes for ``total`` items: fixed, or tuned by timing the first batches.
 
     Tuning runs each size twice (the first run of a new shape pays one-off setup costs) and
-    times the second; it doubles the size while the time per item stays within 10 % of the best
-    so far, up to ``limit``, then keeps the fastest size. Every item is computed exactly once.
+    times the second; it doubles the size while the time per item stays within 3 % of the best
+    so far, up to ``limit``, then keeps the fastest size. A size is tried only while tuning
+    spends at most a quarter of the items (trying too big a size costs more than it can win).
+    Every item is computed exactly once.
 
     >>> for start, stop in BatchSizer(total, limit, device):
     ...     run(items[start:stop])          # the work between two steps is what gets timed
     """
 
     #: how much slower than the best a size may be before the doubling stops.
-    TOLERANCE = 1.10
+    TOLERANCE = 1.03
+    #: the share of the items that tuning may spend.
+    EXPLORE = 0.25
 
     def __init__(
         self, total: int, limit: int, device: torch.device, fixed: int | None = None
@@ -80,14 +84,17 @@ class BatchSizer:
         self.per_item: dict[int, float] = {}
 
     def _sizes(self) -> Iterator[int]:
-        size = 1
+        size, spent = 1, 0
+        budget = max(2, self.EXPLORE * self.total)
         while self.best is None:
             yield size  # warm-up run of this shape
             yield size  # timed run
+            spent += 2 * size
             best = min(self.per_item.values(), default=float("inf"))
             if size not in self.per_item:  # the last batch was cut short: stop tuning
                 self.best = size
-            elif self.per_item[size] > best * self.TOLERANCE or size * 2 > self.limit:
+            elif (self.per_item[size] > best * self.TOLERANCE or size * 2 > self.limit
+                  or spent + 4 * size > budget):
                 self.best = min(self.per_item, key=self.per_item.__getitem__)
             else:
                 size *= 2

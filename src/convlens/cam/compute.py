@@ -18,7 +18,6 @@ from .gradcam import GradCAM
 from .gradcampp import GradCAMPlusPlus
 from .hirescam import HiResCAM
 from .layercam import LayerCAM
-from .localize import bounding_boxes
 from .result import CamResult
 from .scorecam import ScoreCAM
 from .xgradcam import XGradCAM
@@ -105,6 +104,8 @@ def compute_cam(
         progress: show a progress bar (Score-CAM, Ablation-CAM).
         **options: the method's own options (Score-CAM: ``top_k``, ``batch_size``...).
     """
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelError(f"threshold is a fraction of the map's maximum in [0, 1], not {threshold}")
     algorithm = make_method(method, options)
     infos = target_layers(model, layer)
     pixels = model.to_pixels(images)
@@ -127,13 +128,12 @@ def compute_cam(
         target_names=[t.label(model) for _, t in rows],
         score=ctx.scores.cpu().numpy(),
         probability=probability.cpu().numpy(),
-        boxes=[],
         images=shown.to("cpu", torch.float32, copy=True).numpy(),
         image_index=row_image.tolist(),
         empty=empty.cpu().numpy(),
         raw_maps=raw_maps,
+        threshold=threshold,
     )
-    result.boxes = bounding_boxes(result.heatmap, threshold)
     if result.empty.any():
         which = [f"{result.target_names[r]} (row {r})" for r in result.empty.nonzero()[0]]
         warnings.warn(

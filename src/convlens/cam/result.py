@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from ..render import draw_box, draw_label, overlay, to_png_bytes
-from .localize import Box
+from .localize import Box, bounding_boxes
 
 __all__ = ["CamResult"]
 
@@ -30,11 +31,13 @@ class CamResult:
         score: (N,) the target's score (logit) on the image.
         probability: (N,) the target's probability (softmax / sigmoid; the score for callables).
         boxes: ``(x0, y0, x1, y1)`` per row, corners included: the Grad-CAM paper's box around
-            the largest region above 15 % of the max (the whole image for an empty map).
+            the largest region above ``threshold`` x the max (the whole image for an empty
+            map). Worked out on first use (about 0.3 ms per map on a CPU), then kept.
         images: (N, H, W, 3) float32 pixels 0..255, as the model saw them.
         image_index: which input image each row explains (``"top-k"`` gives k rows per image).
         empty: (N,) True where the map is all zero (nothing pushed the score up).
         raw_maps: layer name → (N, h, w) raw map, for every layer.
+        threshold: the fraction of each map's max that bounds its box.
     """
 
     method: str
@@ -45,12 +48,16 @@ class CamResult:
     target_names: list[str]
     score: np.ndarray
     probability: np.ndarray
-    boxes: list[Box]
     images: np.ndarray
     image_index: list[int]
     empty: np.ndarray
     raw_maps: dict[str, np.ndarray] = field(default_factory=dict)
     title: str = ""
+    threshold: float = 0.15
+
+    @cached_property
+    def boxes(self) -> list[Box]:
+        return bounding_boxes(self.heatmap, self.threshold)
 
     def __len__(self) -> int:
         return len(self.heatmap)

@@ -129,7 +129,7 @@ def _copies(model: Model, seed: int) -> tuple[Model, dict[str, Any], dict[str, A
             for module in fresh.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
-        copy_model = TorchModel(trained, **options)
+        copy_model = TorchModel(trained, channels_last=model.channels_last, **options)
         layers, fresh_layers = _torch_layers(trained), _torch_layers(fresh)
     weighted = {name: layer for name, layer in layers.items() if _has_weights(copy_model, layer)}
     return copy_model, weighted, fresh_layers

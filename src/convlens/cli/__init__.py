@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from ..errors import ConvlensError
+from ..runtime import tune_allocator
 
 #: Subcommand modules, in the order ``convlens --help`` lists them.
 COMMANDS = ("layers", "activations", "cam", "filters", "report", "serve")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()  # this process: keep freed activation memory (see convlens.runtime)
     try:
         return int(args.func(args) or 0)
     except ConvlensError as err:

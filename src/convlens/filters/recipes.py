@@ -99,8 +99,7 @@ class _InputRun:
             for g in generators
         ])
         x = (0.4 + 0.2 * noise).to(dtype)  # uniform in [0.4, 0.6], channels-last as in the book
-        if model.layout == "NCHW":
-            x = x.permute(0, 3, 1, 2).contiguous()
+        x = model._to_network_layout(x)
         self.model = model
         self.x = x.requires_grad_(True)
         self.params = [self.x]

@@ -35,7 +35,12 @@ _KINDS: tuple[tuple[tuple[type, ...], str], ...] = (
 
 
 class TorchModel(Model):
-    """A ``torch.nn.Module`` taking NCHW images; it is put in ``eval()`` mode."""
+    """A ``torch.nn.Module`` taking NCHW images; it is put in ``eval()`` mode.
+
+    ``channels_last=True`` converts the network's 4-D weights to the channels-last memory format
+    (in place) and feeds it channels-last inputs; on a CPU that makes depthwise-separable networks
+    such as EfficientNet about 1.5x faster (the built-in model uses it). Results are unchanged.
+    """
 
     framework = "torch"
     layout = "NCHW"
@@ -49,8 +54,12 @@ class TorchModel(Model):
         input_size: tuple[int, int] = (224, 224),
         class_names: Sequence[str] | None = None,
         output: str = "logits",
+        channels_last: bool = False,
     ):
         network.eval()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            network.to(memory_format=torch.channels_last)
         super().__init__(
             network,
             name=name or type(network).__name__,
@@ -72,7 +81,9 @@ class TorchModel(Model):
         return "other" if not any(True for _ in module.children()) else "block"
 
     def _to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 3, 1, 2).contiguous()
+        # (N, H, W, C) permuted to NCHW already has channels-last strides: no copy then.
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
