@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import convlens as cl
-from convlens.cam import METHODS, GradCAM, bounding_boxes, target_layers
+from convlens.cam import METHODS, GradCAM, GradCAMPlusPlus, bounding_boxes, target_layers
 
 A0 = [[1.0, 2.0], [3.0, 4.0]]
 A1 = [[4.0, 0.0], [0.0, 0.0]]
@@ -175,6 +175,28 @@ def test_relu_head_maps_equal_hand_computed(method):
     expected = _relu_head_expectations()
     cams = relu_head_model().cam(_image(A0, B1, A2), method=method, target=0, layer="0")
     np.testing.assert_allclose(cams.raw[0], expected[method], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gradcampp_weights_follow_the_paper_on_random_maps(layout):
+    rng = np.random.default_rng(0)
+    acts, grads = rng.normal(size=(2, 2, 6, 4, 4)).astype(np.float32)  # signs of both vary
+    grads[0, 0] = 0.0
+    g2, g3 = grads.astype(np.float64) ** 2, grads.astype(np.float64) ** 3
+    sums = acts.sum(axis=(2, 3), keepdims=True)
+    denominator = 2 * g2 + sums * g3
+    alpha = np.where(grads != 0, g2 / np.where(denominator != 0, denominator, 1), 0)
+    expected = (alpha * np.maximum(grads, 0)).sum(axis=(2, 3))
+    a, g = (torch.from_numpy(t).contiguous(memory_format=layout) for t in (acts, grads))
+    weights = GradCAMPlusPlus().channel_weights(None, None, a, g)
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_gradcampp_undefined_alpha_contributes_nothing():
+    acts = torch.full((1, 1, 2, 2), -0.5)  # T = -2, so 2 + T g = 0 where g = 1
+    grads = torch.tensor([[[[1.0, 0.5], [0.0, -1.0]]]])
+    weights = GradCAMPlusPlus().channel_weights(None, None, acts, grads)
+    assert weights.item() == pytest.approx(0.5 / (2 - 2 * 0.5))
 
 
 def test_relu_head_separates_the_methods():
@@ -349,7 +371,14 @@ def test_a_target_function_must_return_a_scalar(tiny_model):
 
 
 def test_results_do_not_share_memory_with_the_input(tiny_model):
-    image = np.random.default_rng(5).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
-    cams = tiny_model.cam(image)
-    image[:] = 0
-    assert cams.images.any()
+    rng = np.random.default_rng(5)
+    inputs = [
+        rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32),  # used as it is, no conversion
+        rng.uniform(0, 255, (32, 32, 3)).astype(np.float32),
+        torch.from_numpy(rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)),
+        torch.from_numpy(rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)),
+    ]
+    for image in inputs:
+        cams = tiny_model.cam(image)
+        image[:] = 0
+        assert cams.images.any()

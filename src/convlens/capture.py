@@ -111,9 +111,10 @@ class Capture:
                 torch.set_grad_enabled(True)
                 self._grad_started = True
                 tensor = tensor.detach().requires_grad_(True)
+                replaced = _replace_first(output, tensor)
             self.outputs[info.name] = tensor
-            # Downstream gets an alias-free copy, so in-place ops there cannot touch `tensor`.
-            replaced = _replace_first(output, tensor.clone())
+            if info.overwritten:  # a later in-place op must not touch `tensor`: give a copy
+                replaced = _replace_first(output, tensor.clone())
         else:
             stored = tensor.detach()
             if self.channels_last and stored.ndim == 4:

@@ -8,6 +8,7 @@ import warnings
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..errors import ModelError
@@ -20,6 +21,7 @@ from .hirescam import HiResCAM
 from .layercam import LayerCAM
 from .result import CamResult
 from .scorecam import ScoreCAM
+from .targets import row_probabilities
 from .xgradcam import XGradCAM
 
 if TYPE_CHECKING:
@@ -76,6 +78,18 @@ def make_method(method: str | CamMethod | type[CamMethod], options: dict[str, An
     return cls(**options)
 
 
+def _private_pixels(pixels: torch.Tensor, images: Any) -> np.ndarray:
+    """``pixels`` as a float32 NumPy array that is not a view of the caller's ``images``."""
+    array = pixels.detach().to("cpu", torch.float32).numpy()
+    if isinstance(images, np.ndarray):
+        shared = np.may_share_memory(array, images)
+    elif isinstance(images, torch.Tensor) and images.device.type == "cpu":
+        shared = images.untyped_storage().data_ptr() == pixels.untyped_storage().data_ptr()
+    else:
+        shared = False  # paths, lists (stacked into a new array), tensors on another device
+    return array.copy() if shared else array
+
+
 def compute_cam(
     model: Model,
     images: Images,
@@ -112,11 +126,8 @@ def compute_cam(
     ctx, raws = explain(algorithm, model, pixels, infos, target, progress)
     heat, empty = normalize_maps(raws, tuple(pixels.shape[1:3]))
     rows = ctx.rows
-    row_image = ctx.row_image
-    shown = pixels if ctx.plan.k == 1 else pixels[row_image]
-    probability = torch.stack([
-        t.probability(ctx.logits[i : i + 1]).reshape(-1)[0].float() for i, t in rows
-    ])
+    shown = pixels if ctx.plan.k == 1 else pixels[ctx.row_image]
+    probability = row_probabilities(ctx.plan, ctx.logits)
     raw_maps = {info.name: raw.float().cpu().numpy() for info, raw in zip(infos, raws)}
     result = CamResult(
         method=algorithm.name,
@@ -128,8 +139,8 @@ def compute_cam(
         target_names=[t.label(model) for _, t in rows],
         score=ctx.scores.cpu().numpy(),
         probability=probability.cpu().numpy(),
-        images=shown.to("cpu", torch.float32, copy=True).numpy(),
-        image_index=row_image.tolist(),
+        images=_private_pixels(shown, images),
+        image_index=[i for i, _ in rows],
         empty=empty.cpu().numpy(),
         raw_maps=raw_maps,
         threshold=threshold,

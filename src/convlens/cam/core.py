@@ -192,8 +192,16 @@ class WeightedCam(CamMethod):
         gradients: torch.Tensor | None,
     ) -> torch.Tensor:
         weights = self.channel_weights(ctx, info, activations, gradients)
-        r, c, h, w = activations.shape
-        return torch.bmm(weights[:, None, :], activations.reshape(r, c, h * w)).reshape(r, h, w)
+        return weighted_sum(weights, activations)
+
+
+def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """``sum_k w_k A_k``: (R, C) weights and (R, C, h, w) maps → (R, h, w), one batched matmul.
+
+    ``reshape`` is a view for NCHW and for channels-last maps alike (h and w stay mergeable).
+    """
+    r, c, h, w = activations.shape
+    return torch.bmm(weights[:, None, :], activations.reshape(r, c, h * w)).reshape(r, h, w)
 
 
 # -- running a method ------------------------------------------------------------------------
@@ -247,9 +255,12 @@ def _gradient_pass(
             scores = torch.stack(round_scores, dim=1).reshape(-1)
         for j, name in enumerate(names):
             a = channels_first(model, leaves[name].detach()).float()
-            g = torch.stack([channels_first(model, rd[j]).float() for rd in rounds], dim=1)
             acts[name] = _rows(a, plan.k)
-            grads[name] = g.reshape(-1, *g.shape[2:])
+            if plan.k == 1:
+                grads[name] = channels_first(model, rounds[0][j]).float()
+            else:  # row i * k + r: image i, round r
+                g = torch.stack([channels_first(model, rd[j]).float() for rd in rounds], dim=1)
+                grads[name] = g.reshape(-1, *g.shape[2:])
         pending = [info for info in pending if info.name not in leaves]
         del cap, output, out, leaves
     assert plan is not None and logits is not None and scores is not None
@@ -293,9 +304,9 @@ def explain(
 
 # -- maps → heatmaps -------------------------------------------------------------------------
 def _max_normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each map divided by its max (an all-zero map stays 0), and the (R,) maxima."""
+    """Each map divided by its max, in place (an all-zero map stays 0), and the (R,) maxima."""
     peak = maps.amax(dim=(1, 2), keepdim=True)
-    return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny), peak[:, 0, 0]
+    return maps.div_(peak.clamp_min(torch.finfo(maps.dtype).tiny)), peak[:, 0, 0]
 
 
 @lru_cache(maxsize=64)

@@ -5,9 +5,13 @@ WACV 2018, eq. 19 (with the exponential of the score, ``Y = exp(S)``, so that th
 derivatives are powers of the 1st):
 ``alpha_k^ij = g^2 / (2 g^2 + sum_ab A_k^ab g^3)`` (0 where g = 0),
 ``w_k = sum_ij alpha_k^ij ReLU(dY/dA_k^ij)``, ``L = ReLU(sum_k w_k A_k)``, with ``g = dS/dA``.
-
 ``dY/dA = exp(S) g``: the factor ``exp(S)`` is one positive number per image, so it is left out
 of the weights (it cancels in the normalized heatmap and would overflow the raw map).
+
+Only positions with ``g > 0`` contribute, and there ``alpha g = g / (2 + T_k g)`` with
+``T_k = sum_ab A_k^ab``: that is what is computed (four passes over the gradients instead of
+ten). Where ``2 + T_k g = 0`` (possible only for a channel whose activations sum below zero)
+alpha is undefined and the position contributes 0.
 """
 
 from __future__ import annotations
@@ -35,10 +39,9 @@ class GradCAMPlusPlus(WeightedCam):
         gradients: torch.Tensor | None,
     ) -> torch.Tensor:
         assert gradients is not None
-        g2 = gradients.square()
-        g3 = g2 * gradients
+        positive = gradients.clamp_min(0)
         total = activations.sum(dim=(2, 3), keepdim=True)
-        denominator = 2 * g2 + total * g3
-        safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-        alpha = torch.where(gradients != 0, g2 / safe, torch.zeros_like(g2))
-        return (alpha * gradients.clamp_min(0)).sum(dim=(2, 3))
+        denominator = 2 + total * positive
+        if bool((total < 0).any()):  # 2 + T g can only vanish where T < 0
+            denominator.masked_fill_(denominator == 0, torch.inf)
+        return (positive / denominator).sum(dim=(2, 3))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClassTarget", "SigmoidTarget", "Target", "TargetLike", "TargetPlan", "as_logits",
-    "resolve_targets",
+    "resolve_targets", "row_probabilities",
 ]
 
 
@@ -264,7 +264,22 @@ def resolve_targets(model: Model, target: Any, logits: torch.Tensor) -> TargetPl
                 "(or one target for all, or 'top-k' for several classes per image)"
             )
         return TargetPlan([[_one(model, logits, spec, i)] for i, spec in enumerate(specs)])
+    if target is None:  # every image's top-1 class, found in one call
+        tops = _top(logits, _binary(model, logits), 1)
+        return TargetPlan([[_for_index(model, logits, row[0])] for row in tops])
     return TargetPlan([[_one(model, logits, target, i)] for i in range(n)])
+
+
+def row_probabilities(plan: TargetPlan, logits: torch.Tensor) -> torch.Tensor:
+    """(R,) float32: each row's target probability (one softmax for class targets)."""
+    rows = plan.rows
+    if all(type(t) is ClassTarget and not t.sigmoid for _, t in rows):
+        image = torch.tensor([i for i, _ in rows], device=logits.device)
+        index = torch.tensor([t.index for _, t in rows], device=logits.device)
+        return logits.float().softmax(dim=1)[image, index]
+    return torch.stack([
+        t.probability(logits[i : i + 1]).reshape(-1)[0].float() for i, t in rows
+    ])
 
 
 def score_rows(targets: Sequence[Target], outputs: torch.Tensor) -> torch.Tensor:
