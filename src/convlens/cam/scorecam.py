@@ -35,10 +35,10 @@ if TYPE_CHECKING:
 
 
 def min_max(maps: torch.Tensor) -> torch.Tensor:
-    """Each (H, W) map of a (B, H, W) stack scaled to [0, 1]; a constant map becomes 0."""
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
-    return (maps - low) / torch.where(span > 0, span, torch.full_like(span, torch.inf))
+    """Each (H, W) map of a (B, H, W) stack scaled to [0, 1], in place; a constant map becomes 0."""
+    low, high = torch.aminmax(maps.flatten(1), dim=1)
+    span = (high - low).masked_fill_(high <= low, torch.inf)
+    return maps.sub_(low[:, None, None]).div_(span[:, None, None])
 
 
 def top_variance_channels(activations: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -89,7 +89,8 @@ class ScoreCAM(WeightedCam):
             for start, stop in sizer:
                 img, ch = images[start:stop], channels[start:stop]
                 masks = min_max(upsample(acts[img, ch], size)).to(ctx.net_input.dtype)
-                logits = ctx.forward_logits(ctx.net_input[img] * masks.unsqueeze(mask_dim))
+                inputs = ctx.net_input if n == 1 else ctx.net_input[img]  # one image: broadcast
+                logits = ctx.forward_logits(inputs * masks.unsqueeze(mask_dim))
                 for i in img.unique().tolist():
                     here = img == i
                     for row, target in ctx.row_targets(i):
