@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import convlens as cl
 from convlens.cam import GRADIENT_METHODS
@@ -78,6 +79,21 @@ def test_class_name_targets_and_their_errors(default_model, cat_224):
         default_model.cam(cat_224, target=1000)
     with pytest.raises(cl.ModelError, match="2 targets for 1 image"):
         default_model.cam(cat_224, target=[1, 2])
+
+
+def test_one_hot_gradient_through_the_linear_head_equals_the_plain_backward(
+    default_model, cat_224, coffee_224
+):
+    from convlens.cam.core import _linear_head
+
+    images = np.stack([cat_224, coffee_224])
+    fast = default_model.cam(images, target=[285, 967], method="hirescam")
+    plain = default_model.cam(  # a function target takes the plain backward of its sum
+        images, target=[lambda out: out[285], lambda out: out[967]], method="hirescam"
+    )
+    np.testing.assert_allclose(fast.raw, plain.raw, rtol=1e-6, atol=1e-9)
+    out = default_model.network._fc(torch.ones(1, 1280, requires_grad=True))
+    assert _linear_head(out) and not _linear_head(out.log_softmax(dim=1))
 
 
 def test_non_spatial_layer_is_a_clear_error(default_model, cat_224):

@@ -8,7 +8,8 @@ methods only compute channel weights. Everything else lives here, once:
 - one forward pass through :class:`~convlens.capture.Capture`: with gradients, the part of the
   network before the target layer runs without autograd and the layer's output becomes the
   graph's leaf, so ``torch.autograd.grad(score, leaf)`` costs about the rest of the forward
-  pass, and no weight gradient is ever computed;
+  pass, and no weight gradient is ever computed; a class score of a linear head is
+  back-propagated as a sparse one-hot gradient (only the class's weight row is read);
 - resolving targets from that pass's output, and ReLU, upsampling (bilinear, on the device) and
   normalization of the maps.
 """
@@ -26,7 +27,14 @@ import torch.nn.functional as F
 
 from ..capture import Capture, _replace_first, first_tensor
 from ..errors import ModelError
-from .targets import Target, TargetPlan, as_logits, resolve_targets, score_rows
+from .targets import (
+    Target,
+    TargetPlan,
+    as_logits,
+    one_hot_gradient,
+    resolve_targets,
+    score_rows,
+)
 
 if TYPE_CHECKING:
     from ..models.base import LayerInfo, Model
@@ -211,6 +219,31 @@ def _rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
 
 Tensors = dict[str, torch.Tensor]
 
+#: autograd nodes of a matrix product: their backward takes a sparse output gradient
+_MATMUL = frozenset({"AddmmBackward0", "MmBackward0"})
+_SPARSE_DTYPES = (torch.float32, torch.float64)
+_SPARSE_DEVICES = ("cpu", "cuda")
+
+
+def _linear_head(out: torch.Tensor) -> bool:
+    """Whether ``out`` comes straight from a linear layer (``x W (+ b)``).
+
+    Its backward multiplies the output gradient by W, so a one-hot gradient passed as a sparse
+    tensor reads only the target rows of W (a 1000-class head: 5 MB less to read per call).
+    Only for float32/64 on CPU and CUDA, where sparse-dense products exist.
+    """
+    node = out.grad_fn
+    if node is None or out.dtype not in _SPARSE_DTYPES or out.device.type not in _SPARSE_DEVICES:
+        return False
+    if node.name() in _MATMUL:
+        return True
+    if node.name() != "AddBackward0":  # Keras's Dense: matmul, then + bias
+        return False
+    parents = [parent.name() for parent, _ in node.next_functions if parent is not None]
+    return any(p in _MATMUL for p in parents) and all(
+        p in _MATMUL or p.endswith("AccumulateGrad") for p in parents
+    )
+
 
 def _gradient_pass(
     model: Model, net_input: torch.Tensor, infos: Sequence[LayerInfo], target: Any
@@ -236,15 +269,23 @@ def _gradient_pass(
                 logits = out.detach()
             leaves = {n: t for n, t in cap.outputs.items() if t.requires_grad}
             names = list(leaves)
+            inputs = [leaves[n] for n in names]
+            linear = _linear_head(out)
             rounds: list[list[torch.Tensor]] = []
             round_scores = []
             for r in range(plan.k):
-                score = score_rows(plan.round(r), out)
+                targets = plan.round(r)
+                one_hot = one_hot_gradient(targets, out) if linear else None
+                score = score_rows(targets, out.detach() if one_hot is not None else out)
                 round_scores.append(score.detach().float())
-                if score.requires_grad:
+                keep = r < plan.k - 1
+                if one_hot is not None:
                     found = torch.autograd.grad(
-                        score.sum(), [leaves[n] for n in names],
-                        retain_graph=r < plan.k - 1, allow_unused=True,
+                        out, inputs, grad_outputs=one_hot, retain_graph=keep, allow_unused=True
+                    )
+                elif score.requires_grad:
+                    found = torch.autograd.grad(
+                        score.sum(), inputs, retain_graph=keep, allow_unused=True
                     )
                 else:  # the score does not depend on the layer
                     found = (None,) * len(names)
