@@ -81,6 +81,26 @@ def test_class_name_targets_and_their_errors(default_model, cat_224):
         default_model.cam(cat_224, target=[1, 2])
 
 
+def test_gradcam_equals_the_textbook_implementation(default_model, cat_224, coffee_224):
+    """Full autograd graph, ``backward()``, hook on the layer, ``F.interpolate``: same heatmaps."""
+    images = np.stack([cat_224, coffee_224])
+    layer = default_model.layer("_swish#2")
+    kept = []
+    handle = layer.module.register_forward_hook(lambda m, a, out: kept.append(out) or None)
+    try:
+        out = default_model.network(default_model.inputs(images))
+        kept[layer.call].retain_grad()
+        out.gather(1, out.argmax(dim=1, keepdim=True)).sum().backward()
+    finally:
+        handle.remove()
+        default_model.network.zero_grad(set_to_none=True)
+    acts, grads = kept[layer.call].detach(), kept[layer.call].grad
+    cam = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=(224, 224), mode="bilinear")[:, 0]
+    expected = (cam / cam.amax(dim=(1, 2), keepdim=True)).numpy()
+    np.testing.assert_allclose(default_model.cam(images).heatmap, expected, atol=1e-5)
+
+
 def test_one_hot_gradient_through_the_linear_head_equals_the_plain_backward(
     default_model, cat_224, coffee_224
 ):
