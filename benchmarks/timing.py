@@ -26,15 +26,21 @@ def setting() -> str:
 def interleaved_times(
     fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2
 ) -> dict[str, list[float]]:
-    """Wall times of each function over ``repeats`` rounds, run interleaved round by round."""
+    """Wall times of each function over ``repeats`` rounds, run interleaved round by round.
+
+    The order turns by one each round, so that no function always runs after the same one
+    (a call that churns memory or caches slows the next).
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             samples[name].append(time.perf_counter() - start)
     return samples
 
