@@ -53,9 +53,6 @@ class Capture:
         stop_early: stop the forward pass after the last recorded layer.
         grad_from: layers whose outputs need gradients; the graph starts at the first of them and
             the forward pass before it runs under ``torch.no_grad()``.
-        copy: store a private copy of each output. By default only outputs that a later in-place
-            op would overwrite are copied (found when the model's layers were traced).
-        channels_last: store 4-D outputs as (N, H, W, C) when the model is NCHW (one pass).
         autograd: run the whole forward pass with autograd on (gradients w.r.t. the input, as
             filter visualization needs); outputs are then kept in the graph, not detached.
     """
@@ -67,16 +64,12 @@ class Capture:
         *,
         stop_early: bool = False,
         grad_from: Iterable[LayerInfo] = (),
-        copy: bool | None = None,
-        channels_last: bool = False,
         autograd: bool = False,
     ):
         self.model = model
         self.layers = list(layers)
         self.grad_layers = {info.name for info in grad_from}
         self.stop_early = stop_early
-        self.copy = copy
-        self.channels_last = channels_last and model.layout == "NCHW"
         self.autograd = autograd
         self.outputs: dict[str, torch.Tensor] = {}
         self._by_module: dict[int, dict[int, LayerInfo]] = defaultdict(dict)
@@ -101,12 +94,8 @@ class Capture:
         if tensor is None:
             raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
         replaced = None
-        if self.autograd:
-            self.outputs[info.name] = tensor
-            if info.overwritten:
-                replaced = _replace_first(output, tensor.clone())  # keep `tensor` intact
-        elif info.name in self.grad_layers:
-            if not self._grad_started:
+        if self.autograd or info.name in self.grad_layers:  # kept in the autograd graph
+            if not self.autograd and not self._grad_started:
                 # The graph starts here: everything before ran without autograd.
                 torch.set_grad_enabled(True)
                 self._grad_started = True
@@ -117,11 +106,7 @@ class Capture:
                 replaced = _replace_first(output, tensor.clone())
         else:
             stored = tensor.detach()
-            if self.channels_last and stored.ndim == 4:
-                stored = stored.permute(0, 2, 3, 1).contiguous()
-            elif self.copy or (self.copy is None and info.overwritten):
-                stored = stored.clone()
-            self.outputs[info.name] = stored
+            self.outputs[info.name] = stored.clone() if info.overwritten else stored
         if self.stop_early and len(self.outputs) == len(self.layers):
             raise _StopForward
         return replaced

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ModelError
 from .ablationcam import AblationCAM
-from .core import CamMethod, explain, normalize_maps, target_layers
+from .core import CamMethod, explain, normalize_maps, repeat_rows, target_layers
 from .eigencam import EigenCAM
 from .gradcam import GradCAM
 from .gradcampp import GradCAMPlusPlus
@@ -125,8 +125,8 @@ def compute_cam(
     pixels = model.to_pixels(images)
     ctx, raws = explain(algorithm, model, pixels, infos, target, progress)
     heat, empty = normalize_maps(raws, tuple(pixels.shape[1:3]))
-    rows = ctx.rows
-    shown = pixels if ctx.plan.k == 1 else pixels[ctx.row_image]
+    rows = ctx.plan.rows
+    shown = repeat_rows(pixels, ctx.plan.k)
     probability = row_probabilities(ctx.plan, ctx.logits)
     raw_maps = {info.name: raw.float().cpu().numpy() for info, raw in zip(infos, raws)}
     result = CamResult(

@@ -140,17 +140,6 @@ class CamContext:
     scores: torch.Tensor  # (R,) float32: each row's target score on the unperturbed image
     progress: bool = False
 
-    @property
-    def rows(self) -> list[tuple[int, Target]]:
-        return self.plan.rows
-
-    @property
-    def row_image(self) -> torch.Tensor:
-        """(R,) the image index of each row, on the device."""
-        k = self.plan.k
-        n = self.pixels.shape[0]
-        return torch.arange(n, device=self.pixels.device).repeat_interleave(k)
-
     def forward_logits(self, net_input: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of network inputs, without autograd."""
         with torch.no_grad(), self.model.logit_outputs():
@@ -213,7 +202,8 @@ def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tens
 
 
 # -- running a method ------------------------------------------------------------------------
-def _rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
+def repeat_rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
+    """Each image's row repeated for its ``k`` targets (image-major), as result rows are."""
     return tensor if k == 1 else tensor.repeat_interleave(k, dim=0)
 
 
@@ -296,7 +286,7 @@ def _gradient_pass(
             scores = torch.stack(round_scores, dim=1).reshape(-1)
         for j, name in enumerate(names):
             a = channels_first(model, leaves[name].detach()).float()
-            acts[name] = _rows(a, plan.k)
+            acts[name] = repeat_rows(a, plan.k)
             if plan.k == 1:
                 grads[name] = channels_first(model, rounds[0][j]).float()
             else:  # row i * k + r: image i, round r
@@ -319,7 +309,8 @@ def _plain_pass(
         [score_rows(plan.round(r), logits).float() for r in range(plan.k)], dim=1
     ).reshape(-1)
     acts = {
-        name: _rows(channels_first(model, t).float(), plan.k) for name, t in cap.outputs.items()
+        name: repeat_rows(channels_first(model, t).float(), plan.k)
+        for name, t in cap.outputs.items()
     }
     return acts, logits, plan, scores
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .core import CamContext, CamMethod
+from .core import CamContext, CamMethod, repeat_rows
 
 if TYPE_CHECKING:
     from ..models.base import LayerInfo
@@ -49,4 +49,4 @@ class EigenCAM(CamMethod):
                      * (mean - mean.mean(1, keepdim=True))).sum(dim=1)
         sign = torch.where(agreement < 0, -1.0, 1.0).to(projection.dtype)
         maps = (projection * sign[:, None]).reshape(n, h, w)
-        return maps.repeat_interleave(k, dim=0) if k > 1 else maps
+        return repeat_rows(maps, k)

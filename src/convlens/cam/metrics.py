@@ -64,8 +64,7 @@ def _inputs(
     if heatmaps is None:
         raise ModelError("pass the heatmaps to evaluate (or a CamResult)")
     pixels = model.to_pixels(images)
-    heat = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32) if not isinstance(
-        heatmaps, torch.Tensor) else heatmaps).to(pixels.device, torch.float32)
+    heat = torch.as_tensor(heatmaps, dtype=torch.float32, device=pixels.device)
     if heat.ndim == 2:
         heat = heat[None]
     n = pixels.shape[0]
@@ -74,9 +73,10 @@ def _inputs(
             f"heatmaps of shape {tuple(heat.shape)} do not match {n} image(s) of "
             f"{tuple(pixels.shape[1:3])}; pass (N, H, W) maps at the images' resolution"
         )
-    classes = model.probabilities(pixels[:1]).shape[1]
+    probabilities = model.probabilities(pixels if target is None else pixels[:1])
+    classes = probabilities.shape[1]
     if target is None:
-        indices = model.probabilities(pixels).argmax(dim=1).tolist()
+        indices = probabilities.argmax(dim=1).tolist()
     elif isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
         indices = [int(t) for t in (target.tolist() if hasattr(target, "tolist") else target)]
     else:

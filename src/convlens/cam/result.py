@@ -69,6 +69,11 @@ class CamResult:
             for image, heat in zip(self.images, self.heatmap)
         ])
 
+    def boxed(self, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+        """Overlays with each row's box drawn: (N, H, W, 3) uint8."""
+        overlays = self.overlays(alpha, cmap)
+        return np.stack([draw_box(picture, box) for picture, box in zip(overlays, self.boxes)])
+
     def caption(self, row: int) -> str:
         """``"Egyptian Mau 46% | Grad-CAM"``: the row's class, probability and method."""
         probability = float(self.probability[row])
@@ -78,8 +83,8 @@ class CamResult:
     def annotated(self, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
         """Overlays with the box and the caption drawn: (N, H, W, 3) uint8."""
         return np.stack([
-            draw_label(draw_box(picture, self.boxes[row]), self.caption(row))
-            for row, picture in enumerate(self.overlays(alpha, cmap))
+            draw_label(picture, self.caption(row))
+            for row, picture in enumerate(self.boxed(alpha, cmap))
         ])
 
     def figure(self, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:

@@ -249,8 +249,9 @@ def resolve_targets(model: Model, target: Any, logits: torch.Tensor) -> TargetPl
     """
     n = logits.shape[0]
     logits = logits.detach()
-    if isinstance(target, str) and _TOP.match(target.strip().lower()):
-        k = int(_TOP.match(target.strip().lower()).group(1))  # type: ignore[union-attr]
+    top = _TOP.match(target.strip().lower()) if isinstance(target, str) else None
+    if top:
+        k = int(top.group(1))
         count = _class_count(model, logits)
         if not 1 <= k <= count:
             raise ModelError(f"target {target!r}: k must be between 1 and {count}")
@@ -308,10 +309,9 @@ def one_hot_gradient(targets: Sequence[Target], outputs: torch.Tensor) -> torch.
 def score_rows(targets: Sequence[Target], outputs: torch.Tensor) -> torch.Tensor:
     """Score of row i of ``outputs`` under ``targets[i]`` (vectorized for class targets)."""
     first = targets[0]
-    if all(t == first for t in targets) and not isinstance(first, _CallableTarget):
+    if all(t == first for t in targets):
         return first.scores(outputs)
     if all(isinstance(t, ClassTarget) for t in targets):
         index = torch.tensor([t.index for t in targets], device=outputs.device)
         return outputs.gather(1, index[:, None])[:, 0]
-    return torch.stack([t(row) if isinstance(t, _CallableTarget) else t.scores(row[None])[0]
-                        for t, row in zip(targets, outputs)])
+    return torch.stack([t(row) for t, row in zip(targets, outputs)])

@@ -356,15 +356,14 @@ class Model(ABC):
         chosen = self.resolve(layers)
         x = self.to_pixels(images)
         parts: dict[str, list[np.ndarray]] = {i.name: [] for i in chosen}
-        for start in range(0, x.shape[0], batch_size):
-            batch = self.prepare(x[start : start + batch_size])
-            with Capture(self, chosen, stop_early=True) as cap:
-                cap.run(batch)
-            for name, tensor in cap.outputs.items():
-                array = tensor.float().cpu().numpy()
-                if self.layout == "NCHW" and array.ndim == 4:
-                    array = array.transpose(0, 2, 3, 1)  # a channels-last view, no copy
-                parts[name].append(array)
+        with Capture(self, chosen, stop_early=True) as cap:
+            for start in range(0, x.shape[0], batch_size):
+                cap.run(self.prepare(x[start : start + batch_size]))
+                for name, tensor in cap.outputs.items():
+                    array = tensor.float().cpu().numpy()
+                    if self.layout == "NCHW" and array.ndim == 4:
+                        array = array.transpose(0, 2, 3, 1)  # a channels-last view, no copy
+                    parts[name].append(array)
         return Activations(
             (name, arrs[0] if len(arrs) == 1 else np.concatenate(arrs))
             for name, arrs in parts.items()

@@ -16,7 +16,7 @@ from ..activations import activation_grid, empty_channels
 from ..errors import ModelError
 from ..models import LayerInfo, Model
 from ..progress import Advance
-from ..render import draw_box, to_png_bytes
+from ..render import to_png_bytes
 from .pictures import grid_png, jpeg_bytes, photo_bytes
 
 if TYPE_CHECKING:
@@ -107,14 +107,19 @@ def cams(
 ) -> None:
     """Grad-CAM for the top classes (with boxes), then every method for the top class."""
     top = len(image_facts[0]["predictions"])
+    first: tuple[Any, float, list[bytes]] | None = None  # the top class's Grad-CAM, reused below
     for rank in range(min(options.cam_classes, top)):
         targets = [facts["predictions"][rank]["index"] for facts in image_facts]
+        start = perf_counter()
         result = model.cam(pixels, method="gradcam", target=targets, layer=options.cam_layer)
-        overlays = result.overlays()
+        seconds = perf_counter() - start
+        jpegs = [jpeg_bytes(picture) for picture in result.boxed()]
+        if rank == 0:
+            first = (result, seconds, jpegs)
         for i, facts in enumerate(image_facts):
             key = f"cam-class-{i}-{rank}"
             box = [int(v) for v in result.boxes[i]]
-            pictures[key] = jpeg_bytes(draw_box(overlays[i], box))
+            pictures[key] = jpegs[i]
             facts["cam"]["classes"].append({
                 "rank": rank + 1, "target": int(result.target[i]),
                 "name": result.target_names[i], "score": float(result.score[i]), "box": box,
@@ -127,34 +132,29 @@ def cams(
 
     targets = [facts["predictions"][0]["index"] for facts in image_facts]
     for method in methods:
-        start = perf_counter()
-        result = model.cam(
-            pixels, method=method, target=targets, layer=options.cam_layer,
-            **CHEAP_OPTIONS.get(method, {}),
-        )
-        seconds = perf_counter() - start
+        if method == "gradcam" and first is not None:
+            result, seconds, jpegs = first
+        else:
+            start = perf_counter()
+            result = model.cam(
+                pixels, method=method, target=targets, layer=options.cam_layer,
+                **CHEAP_OPTIONS.get(method, {}),
+            )
+            seconds = perf_counter() - start
+            jpegs = [jpeg_bytes(picture) for picture in result.boxed()]
         scores = deletion_insertion(model, result, steps=options.metric_steps)
-        overlays = result.overlays()
         for i, facts in enumerate(image_facts):
             key = f"cam-method-{i}-{method}"
-            pictures[key] = jpeg_bytes(draw_box(overlays[i], [int(v) for v in result.boxes[i]]))
+            pictures[key] = jpegs[i]
             facts["cam"]["methods"].append({
                 "method": method, "target": int(result.target[i]),
                 "name": result.target_names[i], "layers": list(result.layers),
-                "deletion": _per_image(scores, "deletion", i),
-                "insertion": _per_image(scores, "insertion", i),
+                "deletion": round(float(scores["deletion"][i]), 4),
+                "insertion": round(float(scores["insertion"][i]), 4),
                 "options": CHEAP_OPTIONS.get(method, {}),
                 "seconds": round(seconds / len(image_facts), 3), "picture": key,
             })
         advance(1)
-
-
-def _per_image(scores: dict[str, Any], key: str, index: int) -> float | None:
-    value = scores.get(key)
-    if value is None:
-        return None
-    array = np.asarray(value, dtype=np.float64).reshape(-1)
-    return round(float(array[index] if array.size > 1 else array[0]), 4)
 
 
 # -- activations ---------------------------------------------------------------------------------

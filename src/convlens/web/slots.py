@@ -12,7 +12,7 @@ import torch
 from ..activations import activation_grid, standardize_channels
 from ..images import load_image
 from ..models import LayerInfo, Model
-from ..render import colorize, draw_box, to_png_bytes, upscale_nearest
+from ..render import colorize, to_png_bytes, upscale_nearest
 from ..report.pictures import grid_png, jpeg_bytes
 from .store import LRU, StoredImage
 
@@ -125,5 +125,5 @@ class ModelSlot:
             "method": result.method, "layers": list(result.layers),
             "target": int(result.target[0]), "target_name": result.target_names[0],
             "score": float(result.score[0]), "box": box,
-            "jpeg": jpeg_bytes(draw_box(result.overlays()[0], box)),
+            "jpeg": jpeg_bytes(result.boxed()[0]),
         }
