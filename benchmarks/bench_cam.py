@@ -36,7 +36,7 @@ from convlens.cam import GRADIENT_METHODS
 from convlens.cam.core import default_layer
 
 from .models import resnet50
-from .timing import interleaved_times, setting
+from .timing import interleaved_times, setting, timed
 
 BATCHES = (1, 8)
 ROUNDS = 25
@@ -48,10 +48,9 @@ def resnet50_model() -> cl.Model:
 
 def _images(n: int) -> np.ndarray:
     names = list(cl.SAMPLES)
-    return np.stack([
-        cl.load_image(names[i % len(names)], size=(224, 224), interpolation="bilinear")
-        for i in range(n)
-    ])
+    return cl.load_images(
+        [names[i % len(names)] for i in range(n)], size=(224, 224), interpolation="bilinear"
+    )
 
 
 def plain_gradcam(model: cl.Model, images: np.ndarray) -> np.ndarray:
@@ -114,7 +113,7 @@ def box_cost(model: cl.Model, batch: int = 8, rounds: int = 50) -> float:
     costs = []
     for _ in range(rounds):
         cams.__dict__.pop("boxes", None)  # forget the cached boxes
-        costs.append(_timed(lambda: cams.boxes))
+        costs.append(timed(lambda: cams.boxes))
     return min(costs) / batch
 
 
@@ -129,16 +128,10 @@ def best_forward(
         with torch.no_grad():
             model.forward(x)
             costs[size] = min(
-                _timed(lambda x=x: model.forward(x)) for _ in range(rounds)
+                timed(lambda x=x: model.forward(x)) for _ in range(rounds)
             ) / size
     best = min(costs, key=costs.__getitem__)
     return best, costs[best]
-
-
-def _timed(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def score_cam(model: cl.Model, top_k: int | None, rounds: int = 3) -> tuple:
@@ -177,13 +170,13 @@ def score_cam(model: cl.Model, top_k: int | None, rounds: int = 3) -> tuple:
         passes.clear()
         model.forward = timed_forward  # type: ignore[method-assign]
         try:
-            spent.append(_timed(lambda: model.cam(image, method="scorecam", top_k=top_k)))
+            spent.append(timed(lambda: model.cam(image, method="scorecam", top_k=top_k)))
         finally:
             del model.forward
         used = statistics.mode(n for n, _ in passes)
         in_call.append(statistics.median(t / n for n, t in passes if n == used))
         with torch.no_grad():
-            best.append(_timed(lambda: [model.forward(batch) for _ in range(batches)])
+            best.append(timed(lambda: [model.forward(batch) for _ in range(batches)])
                         / (batches * size))
     seconds = statistics.median(spent)
     return (model.name, count, used, 1000 * statistics.median(in_call), seconds,

@@ -23,7 +23,7 @@ from torch import nn
 import convlens as cl
 from convlens.filters import visualize_filters
 
-from .timing import setting
+from .timing import setting, timed
 
 LAYER = "_blocks.8._bn0"
 BOUNDS = {"chollet": 1.2, "lucid": 1.5}
@@ -83,14 +83,6 @@ def paired_step_times(model: cl.Model, layer: str, channels: list[int], recipe: 
     visualize_filters(model, layer, channels=channels, recipe=recipe, steps=steps, size=size,
                       batch_size=len(channels), progress=tick)
     return engine, floors[:-1]
-
-
-def total_time(run: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    run()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 class SmallResNet(nn.Module):
@@ -168,10 +160,10 @@ def main(channels: int = 16, batch_channels: int = 64, threads: int | None = Non
     for m, layer, size, steps, name in cases:
         chans = list(range(batch_channels))
         visualize_filters(m, layer, channels=[0], size=size, steps=1)  # warm-up, photo cache
-        batched = total_time(lambda m=m, layer=layer, size=size, steps=steps, chans=chans:
+        batched = timed(lambda m=m, layer=layer, size=size, steps=steps, chans=chans:
                              visualize_filters(m, layer, channels=chans, size=size,
                                                steps=steps), device)
-        singles = total_time(lambda m=m, layer=layer, size=size, steps=steps, chans=chans: [
+        singles = timed(lambda m=m, layer=layer, size=size, steps=steps, chans=chans: [
             visualize_filters(m, layer, channels=[c], size=size, steps=steps) for c in chans
         ], device)
         print(f"{name + f', {steps} steps':<52}{batched:>9.2f}s{singles:>9.2f}s"

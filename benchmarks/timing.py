@@ -23,6 +23,18 @@ def setting() -> str:
             f"{allocator} (convlens.runtime), load average {os.getloadavg()[0]:.1f}")
 
 
+def timed(call: Callable[[], object], device: torch.device | None = None) -> float:
+    """Wall time of one call, waiting for a CUDA device's queued work before and after."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+    if sync:
+        sync(device)
+    start = time.perf_counter()
+    call()
+    if sync:
+        sync(device)
+    return time.perf_counter() - start
+
+
 def interleaved_times(
     fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2
 ) -> dict[str, list[float]]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..activations import activation_grid, empty_channels, write_csv, write_json
-from ..images import load_image
 from ..progress import progress_bar
 from ..render import colorize, save_png
-from .common import add_model_option, model_from_args, out_dir, slug
+from .common import add_model_option, image_stem, model_from_args, out_dir, slug
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,12 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _stem(source: str, n: int) -> str:
-    return f"{n:02d}_{slug(Path(source).stem.removeprefix('sample:'))}"
+    return f"{n:02d}_{image_stem(source)}"
 
 
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
-    images = [load_image(src, size=model.input_size) for src in args.images]
+    images = model.to_pixels(args.images)
     acts = model.activations(images, layers=args.layers)
     root = out_dir(args.out)
     written = 0

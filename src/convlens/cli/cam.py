@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..images import load_image
 from ..render import save_png
-from .common import add_model_option, model_from_args, out_dir, slug
+from .common import add_model_option, image_stem, model_from_args, out_dir, slug
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +63,7 @@ def _target(values: list[str] | None) -> Any:
 
 
 def _stems(sources: list[str]) -> list[str]:
-    stems = [slug(Path(s).stem.removeprefix("sample:")) for s in sources]
+    stems = [image_stem(s) for s in sources]
     if len(set(stems)) < len(stems):
         stems = [f"{n:02d}_{stem}" for n, stem in enumerate(stems)]
     return stems
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = model_from_args(args)
     methods = _methods(args.method)
-    pixels = np.stack([load_image(src, size=model.input_size) for src in args.images])
+    pixels = model.to_pixels(args.images)
     target = _target(args.target)
     stems = _stems(args.images)
     root = out_dir(args.out)

@@ -48,3 +48,8 @@ def out_dir(path: str) -> Path:
 def slug(name: str) -> str:
     """A layer name made safe as a file name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("._") or "layer"
+
+
+def image_stem(source: str) -> str:
+    """An image argument (a path or a sample name) as a file-name stem."""
+    return slug(Path(source).stem.removeprefix("sample:"))
