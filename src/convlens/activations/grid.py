@@ -152,8 +152,12 @@ def standardize_channels(acts: Any) -> np.ndarray:
     return z.astype(np.uint8).reshape(c, h, w)
 
 
+#: Channels per grid row, as in the seed.
+IMAGES_PER_ROW = 16
+
+
 def activation_grid(
-    acts: Any, images_per_row: int = 16, *, sep: int = 1, sep_value: int = 0
+    acts: Any, images_per_row: int = IMAGES_PER_ROW, *, sep: int = 1, sep_value: int = 0
 ) -> np.ndarray:
     """Tile all standardized channels of one image into a 2-D uint8 grid.
 

@@ -28,10 +28,6 @@ from . import sections
 
 __all__ = ["Report", "ReportOptions", "build_report", "image_label"]
 
-#: Section keys, in report order.
-SECTIONS = ("model", "predictions", "cam", "activations", "filters")
-
-
 @dataclass
 class ReportOptions:
     """What goes into a report, and how much work it may take.

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..activations import activation_grid, empty_channels
+from ..activations.grid import IMAGES_PER_ROW
 from ..errors import ModelError
 from ..models import LayerInfo, Model
 from ..progress import Advance
@@ -31,7 +32,6 @@ CHEAP_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 #: Activation grids put this many channels in a row (the seed's ``images_per_row``).
-PER_ROW = 16
 #: Filter galleries put this many filters in a row.
 FILTERS_PER_ROW = 8
 
@@ -169,7 +169,7 @@ def activations(
         facts.append({
             "name": info.name, "kind": info.kind, "type": info.type, "shape": shape,
             "channels": info.channels, "cell": shape[:2],
-            "per_row": min(PER_ROW, info.channels or 1),
+            "per_row": min(IMAGES_PER_ROW, info.channels or 1),
             "empty": {}, "empty_all": None, "grids": [],
         })
     empty_everywhere: dict[str, set[int]] = {}
@@ -185,7 +185,7 @@ def activations(
             empty_everywhere[row.layer] = channels if previous is None else previous & channels
             if i in shown:
                 key = f"act-{i}-{len(layer_facts['grids'])}-{row.layer}"
-                pictures[key] = grid_png(activation_grid(acts[row.layer][0], PER_ROW))
+                pictures[key] = grid_png(activation_grid(acts[row.layer][0]))
                 layer_facts["grids"].append({"image": label, "picture": key})
             advance(1)
     for layer_facts in facts:

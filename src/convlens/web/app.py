@@ -18,6 +18,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..activations import empty_channels
+from ..activations.grid import IMAGES_PER_ROW
 from ..errors import ConvlensError, ImageError, LayerNotFoundError
 from ..images import SAMPLES, sample_image
 from ..models import Model, load_model
@@ -222,11 +224,11 @@ def create_app(
         image, slot = image_for(image_id), slot_for(model)
         info = _spatial(slot, layer)
         acts = await work(slot.activations, image, info)
-        empty = [int(c) for c in (~acts.any(axis=(0, 1))).nonzero()[0]]
+        empty = list(empty_channels({info.name: acts})[0].channels)
         h, w, c = acts.shape
         return {
             "layer": info.name, "kind": info.kind, "type": info.type, "shape": [h, w, c],
-            "cell": [h, w], "per_row": min(16, c), "channels": c, "empty": empty,
+            "cell": [h, w], "per_row": min(IMAGES_PER_ROW, c), "channels": c, "empty": empty,
             "grid": f"/api/images/{image.id}/activations/{quote(info.name)}.png",
         }
 

@@ -21,7 +21,6 @@ __all__ = ["ModelSlot"]
 T = TypeVar("T")
 
 #: Activation grids put this many channels in a row (the seed's ``images_per_row``).
-PER_ROW = 16
 #: A single channel is enlarged to at least this many pixels on its longer side.
 CHANNEL_SIDE = 256
 
@@ -97,7 +96,7 @@ class ModelSlot:
     def grid_png(self, image: StoredImage, layer: LayerInfo) -> bytes:
         return self._pictures.get_or_compute(
             ("grid", image.id, layer.name),
-            lambda: grid_png(activation_grid(self.activations(image, layer), PER_ROW)),
+            lambda: grid_png(activation_grid(self.activations(image, layer))),
         )
 
     def channel_png(self, image: StoredImage, layer: LayerInfo, channel: int) -> bytes:
