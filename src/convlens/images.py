@@ -49,10 +49,9 @@ def sample_image(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """A bundled sample photo (see ``SAMPLES``) as float32 (H, W, 3) 0..255."""
     if name not in SAMPLES:
         raise ImageError(f"no sample photo {name!r}; the samples are {', '.join(SAMPLES)}")
-    arr = _sample_array(name)
-    if size is not None:
-        arr = resize(arr, size)
-    return arr.copy()
+    cached = _sample_array(name)
+    arr = cached if size is None else resize(cached, size)
+    return arr.copy() if arr is cached else arr  # never hand out the cached array
 
 
 def _as_rgb_array(arr: np.ndarray) -> np.ndarray:
@@ -85,7 +84,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
         return _as_rgb_array(arr * scale)
     if img.mode != "RGB":
         img = img.convert("RGB")  # L, LA, P, RGBA, CMYK, YCbCr ...
-    return np.asarray(img, dtype=np.float32).copy()
+    return np.asarray(img, dtype=np.float32)  # a new, writable array (uint8 -> float32)
 
 
 def resize(arr: np.ndarray, size: tuple[int, int], interpolation: str = "nearest") -> np.ndarray:
@@ -94,7 +93,7 @@ def resize(arr: np.ndarray, size: tuple[int, int], interpolation: str = "nearest
     if arr.shape[:2] == (h, w):
         return arr
     img = Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))
-    return np.asarray(img.resize((w, h), _resample(interpolation)), dtype=np.float32).copy()
+    return np.asarray(img.resize((w, h), _resample(interpolation)), dtype=np.float32)
 
 
 def _resample(interpolation: str) -> Image.Resampling:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .color import _lut_with_bad
+from .color import colorize
 
 __all__ = ["draw_box", "draw_label", "overlay"]
 
@@ -59,7 +59,7 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, cmap: str = "jet") -> 
             (w, h), Image.Resampling.BILINEAR
         )
         heat = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    colors = _lut_with_bad(cmap)[(255 * heat).astype(np.uint8)]
+    colors = colorize((255 * heat).astype(np.uint8), cmap)  # the seed's uint8(255 * heatmap)
     out = colors.astype(np.float32) * np.float32(alpha) + img
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
