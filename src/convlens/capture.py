@@ -16,7 +16,8 @@ Three switches keep the cost at the forward pass itself:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -42,6 +43,37 @@ def _replace_first(output: Any, tensor: torch.Tensor) -> Any:
     if isinstance(output, torch.Tensor):
         return tensor
     return type(output)([tensor, *output[1:]])
+
+
+def _tensor_of(info: LayerInfo, output: Any) -> torch.Tensor:
+    tensor = first_tensor(output)
+    if tensor is None:
+        raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
+    return tensor
+
+
+@contextmanager
+def replace_output(
+    model: Model, info: LayerInfo, replace: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """For one forward pass inside this block, ``info``'s call outputs ``replace(output)``.
+
+    The hook is removed on exit, whatever happened.
+    """
+    calls = [0]
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        call = calls[0]
+        calls[0] += 1
+        if call != info.call:
+            return None
+        return _replace_first(output, replace(_tensor_of(info, output)))
+
+    handle = info.module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class Capture:
@@ -90,9 +122,7 @@ class Capture:
         info = self._by_module[key].get(call)
         if info is None:
             return None
-        tensor = first_tensor(output)
-        if tensor is None:
-            raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
+        tensor = _tensor_of(info, output)
         replaced = None
         if self.autograd or info.name in self.grad_layers:  # kept in the autograd graph
             if not self.autograd and not self._grad_started:

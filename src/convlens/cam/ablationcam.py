@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..capture import replace_output
 from ..progress import progress_bar
 from .batching import BatchSizer, max_batch
-from .core import CamContext, WeightedCam, channel_dim, replace_output
+from .core import CamContext, WeightedCam, channel_dim
 
 if TYPE_CHECKING:
     from ..models.base import LayerInfo

@@ -16,8 +16,7 @@ methods only compute channel weights. Everything else lives here, once:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..capture import Capture, _replace_first, first_tensor
+from ..capture import Capture, first_tensor
 from ..errors import ModelError
 from .targets import (
     Target,
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CamContext", "CamMethod", "WeightedCam", "default_layer", "explain", "normalize_maps",
-    "replace_output", "target_layers",
+    "target_layers",
 ]
 
 
@@ -95,33 +94,6 @@ def channels_first(model: Model, tensor: torch.Tensor) -> torch.Tensor:
 
 def channel_dim(model: Model) -> int:
     return 3 if model.layout == "NHWC" else 1
-
-
-@contextmanager
-def replace_output(
-    model: Model, info: LayerInfo, replace: Callable[[torch.Tensor], torch.Tensor]
-) -> Iterator[None]:
-    """Within this block, the output of ``info``'s call is replaced by ``replace(output)``.
-
-    The hook is removed on exit, whatever happened.
-    """
-    calls = [0]
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-        call = calls[0]
-        calls[0] += 1
-        if call != info.call:
-            return None
-        tensor = first_tensor(output)
-        if tensor is None:
-            raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
-        return _replace_first(output, replace(tensor))
-
-    handle = info.module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 # -- what a method sees ----------------------------------------------------------------------
