@@ -114,11 +114,20 @@ def deletion_insertion(
     become: ``"black"`` (0) or ``"blur"``. Returns ``deletion`` and ``insertion`` (N,) AUCs,
     their curves (N, steps + 1) and the ``fractions`` (steps + 1,).
     """
+    pixels, heat, indices = _inputs(model, images, heatmaps, target)
+    return _deletion_insertion(
+        model, pixels, heat, indices, steps, substrate, batch_size, memory_budget, progress
+    )
+
+
+def _deletion_insertion(
+    model: Model, pixels: torch.Tensor, heat: torch.Tensor, indices: list[int], steps: int,
+    substrate: str, batch_size: int | None, memory_budget: int | None, progress: bool,
+) -> dict[str, Any]:
     if steps < 1:
         raise ModelError(f"steps must be at least 1, not {steps}")
     if substrate not in ("black", "blur"):
         raise ModelError(f"substrate must be 'black' or 'blur', not {substrate!r}")
-    pixels, heat, indices = _inputs(model, images, heatmaps, target)
     n, h, w = heat.shape
     area = h * w
     per_step = math.ceil(area / steps)
@@ -173,6 +182,13 @@ def average_drop_increase(
     (fraction), ``confidence`` (Y) and ``explanation_confidence`` (O).
     """
     pixels, heat, indices = _inputs(model, images, heatmaps, target)
+    return _average_drop_increase(model, pixels, heat, indices, batch_size, memory_budget)
+
+
+def _average_drop_increase(
+    model: Model, pixels: torch.Tensor, heat: torch.Tensor, indices: list[int],
+    batch_size: int | None, memory_budget: int | None,
+) -> dict[str, Any]:
     classes = torch.tensor(indices, device=pixels.device)
     n = pixels.shape[0]
     full = torch.empty(n, device=pixels.device)
@@ -198,8 +214,9 @@ def faithfulness(
     model: Model, cams: CamResult, *, steps: int = 50, progress: bool = False
 ) -> dict[str, np.ndarray]:
     """All the metrics of a CamResult, per row: deletion, insertion, drop, increase (0/1)."""
-    rise = deletion_insertion(model, cams, steps=steps, progress=progress)
-    drops = average_drop_increase(model, cams)
+    inputs = _inputs(model, cams, None, None)  # once for both metrics
+    rise = _deletion_insertion(model, *inputs, steps, "black", None, None, progress)
+    drops = _average_drop_increase(model, *inputs, None, None)
     return {
         "deletion": rise["deletion"],
         "insertion": rise["insertion"],
