@@ -29,6 +29,7 @@ from ..errors import ModelError
 from ..progress import progress_bar
 from .batching import BatchSizer, max_batch
 from .core import CamContext, WeightedCam, channel_dim, upsample
+from .targets import score_rows, target_probabilities
 
 if TYPE_CHECKING:
     from ..models.base import LayerInfo
@@ -91,12 +92,12 @@ class ScoreCAM(WeightedCam):
                 masks = min_max(upsample(acts[img, ch], size)).to(ctx.net_input.dtype)
                 inputs = ctx.net_input if n == 1 else ctx.net_input[img]  # one image: broadcast
                 logits = ctx.forward_logits(inputs * masks.unsqueeze(mask_dim))
-                for i in img.unique().tolist():
-                    here = img == i
-                    for row, target in ctx.row_targets(i):
-                        value = (target.scores(logits[here]) if self.channel_softmax
-                                 else target.probability(logits[here]))
-                        scores[row, ch[here]] = value.float()
+                batch_images = [j // per_image for j in range(start, stop)]  # as `images`
+                for r in range(k):  # the r-th target of each masked image's own image
+                    targets = [ctx.plan.targets[i][r] for i in batch_images]
+                    value = (score_rows(targets, logits) if self.channel_softmax
+                             else target_probabilities(targets, logits))
+                    scores[img * k + r, ch] = value.float()
                 advance(stop - start)
         if self.channel_softmax:
             return scores.softmax(dim=1)

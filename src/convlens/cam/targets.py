@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClassTarget", "SigmoidTarget", "Target", "TargetLike", "TargetPlan", "as_logits",
-    "one_hot_gradient", "resolve_targets", "row_probabilities",
+    "one_hot_gradient", "resolve_targets", "row_probabilities", "target_probabilities",
 ]
 
 
@@ -271,16 +271,23 @@ def resolve_targets(model: Model, target: Any, logits: torch.Tensor) -> TargetPl
     return TargetPlan([[_one(model, logits, target, i)] for i in range(n)])
 
 
-def row_probabilities(plan: TargetPlan, logits: torch.Tensor) -> torch.Tensor:
-    """(R,) float32: each row's target probability (one softmax for class targets)."""
-    rows = plan.rows
-    if all(type(t) is ClassTarget and not t.sigmoid for _, t in rows):
-        image = torch.tensor([i for i, _ in rows], device=logits.device)
-        index = torch.tensor([t.index for _, t in rows], device=logits.device)
-        return logits.float().softmax(dim=1)[image, index]
+def target_probabilities(targets: Sequence[Target], outputs: torch.Tensor) -> torch.Tensor:
+    """(B,) float32: the probability of ``targets[i]`` on row i of ``outputs`` (logits).
+
+    Class targets take one softmax and one gather; others ask each target.
+    """
+    if all(type(t) is ClassTarget and not t.sigmoid for t in targets):
+        index = torch.tensor([t.index for t in targets], device=outputs.device)
+        return outputs.float().softmax(dim=1).gather(1, index[:, None])[:, 0]
     return torch.stack([
-        t.probability(logits[i : i + 1]).reshape(-1)[0].float() for i, t in rows
+        t.probability(row[None]).reshape(-1)[0].float() for t, row in zip(targets, outputs)
     ])
+
+
+def row_probabilities(plan: TargetPlan, logits: torch.Tensor) -> torch.Tensor:
+    """(R,) float32: each result row's target probability on its image's logits."""
+    rows = plan.rows
+    return target_probabilities([t for _, t in rows], logits[[i for i, _ in rows]])
 
 
 def one_hot_gradient(targets: Sequence[Target], outputs: torch.Tensor) -> torch.Tensor | None:
