@@ -21,7 +21,7 @@ import torch
 from ..capture import Capture
 from ..errors import ModelError
 from ..images import SAMPLES, sample_image
-from ..progress import Advance, progress_bar
+from ..progress import Advance
 from .grid import filter_grid
 from .objectives import (
     Objective,
@@ -34,7 +34,7 @@ from .objectives import (
     without_border,
 )
 from .recipes import RECIPES, Recipe, get_recipe
-from .render import chunk_rows, plan_chunk, render
+from .render import render
 
 if TYPE_CHECKING:
     from ..models.base import Model
@@ -164,26 +164,17 @@ def visualize_filters(
             "objective must be built from convlens.filters.objectives, not a "
             f"{type(objective).__name__}"
         )
-    measure = [default] if objective is not None and info.spatial else []
-    if objective is None or measure:
-        default.check(model, len(picked))
+    measure = [default] if objective is not None and info.spatial else []  # render checks both
     repeats: dict[int, int] = {}
     seeds = []
     for c in picked:
         seeds.append(image_seed(int(seed), c, repeats.get(c, 0)))
         repeats[c] = repeats.get(c, 0) + 1
-    image_size = plan.image_size(model, size)
-    chunks = len(chunk_rows(len(picked), plan_chunk(
-        model, target, len(picked), plan.network_size(model, image_size), batch_size,
-        memory_budget,
-    )))
-    options = dict(steps=steps, size=image_size, batch_size=batch_size,
-                   memory_budget=memory_budget, measure=measure)
-    if progress is True:
-        with progress_bar(f"{plan.name} {info.name}", steps * chunks) as advance:
-            done = render(model, target, plan, seeds, advance=advance, **options)
-    else:
-        done = render(model, target, plan, seeds, advance=progress or None, **options)
+    done = render(
+        model, target, plan, seeds, steps=steps, size=plan.image_size(model, size),
+        batch_size=batch_size, memory_budget=memory_budget, measure=measure,
+        progress=progress, title=f"{plan.name} {info.name}",
+    )
     reached = (done.extra[0] if measure else done.scores).float().cpu()
     if info.spatial:
         best = photo_activation(model, info.name, plan.border).cpu()[picked]

@@ -22,6 +22,7 @@ import torch
 
 from ..capture import Capture
 from ..errors import ModelError
+from ..progress import Advance, progress_bar
 from .objectives import Captured, Objective, nchw
 from .recipes import Recipe
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Rendered", "chunk_rows", "default_memory_budget", "render"]
 
-Advance = Callable[[int], None]
 
 
 @dataclass
@@ -129,23 +129,38 @@ def render(
     measure: Sequence[Objective] = (),
     batch_size: int | None = None,
     memory_budget: int | None = None,
-    advance: Advance | None = None,
+    progress: bool | Advance | None = None,
+    title: str = "filters",
 ) -> Rendered:
     """Optimize ``len(seeds)`` images for ``objective`` with ``recipe``.
 
     ``measure``: more objectives evaluated (no gradients) on the finished images.
-    ``advance(1)`` is called after every step of every chunk.
+    ``progress``: True for a bar titled ``title`` (steps x chunks), or an ``advance(n)`` callback
+    called after every step of every chunk.
     """
     count = len(seeds)
     objective.check(model, count)
     for extra in measure:
         extra.check(model, count)
+    rows = chunk_rows(count, plan_chunk(
+        model, objective, count, recipe.network_size(model, size), batch_size, memory_budget
+    ))
+    with progress_bar(title, steps * len(rows), progress is True) as bar:
+        advance = progress if callable(progress) else bar
+        return _render_rows(
+            model, objective, recipe, seeds, rows, steps, size, measure, advance
+        )
+
+
+def _render_rows(
+    model: Model, objective: Objective, recipe: Recipe, seeds: Sequence[int],
+    rows: list[slice], steps: int, size: tuple[int, int], measure: Sequence[Objective],
+    advance: Advance,
+) -> Rendered:
     infos = _layer_infos(model, objective.layers)
     all_infos = _layer_infos(model, [*objective.layers, *(n for m in measure for n in m.layers)])
     needs_logits = objective.needs_logits or any(m.needs_logits for m in measure)
     net_size = recipe.network_size(model, size)
-    rows = chunk_rows(count, plan_chunk(model, objective, count, net_size, batch_size,
-                                        memory_budget))
     pictures, scores, extra = [], [], []
     for part in rows:
         generators = [
@@ -161,8 +176,7 @@ def render(
                 for p, g in zip(run.params, grads):
                     p.grad = g
                 optimizer.step()
-                if advance is not None:
-                    advance(1)
+                advance(1)
         with torch.no_grad(), _capturing(
             model, all_infos, needs_logits=needs_logits, autograd=False
         ) as fwd:
