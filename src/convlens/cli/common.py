@@ -8,10 +8,13 @@ from pathlib import Path
 from ..models import DEFAULT_MODEL, Model, load_model
 
 
-def add_model_option(parser: argparse.ArgumentParser) -> None:
+def add_model_option(parser: argparse.ArgumentParser, repeat: bool = False) -> None:
+    """--model (repeatable when ``repeat``: a list, None if not given) and its loading options."""
     parser.add_argument(
-        "--model", "-m", default=DEFAULT_MODEL,
-        help=f"a .keras/.h5/.pt file or a built-in model (default: {DEFAULT_MODEL})",
+        "--model", "-m", action="append" if repeat else "store",
+        default=None if repeat else DEFAULT_MODEL,
+        help=f"a .keras/.h5/.pt file or a built-in model{'; repeat for several' if repeat else ''}"
+        f" (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--preprocess", default=None,
@@ -26,14 +29,15 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
-def model_from_args(args: argparse.Namespace) -> Model:
+def model_from_args(args: argparse.Namespace, source: str | None = None) -> Model:
+    """The model named by ``--model`` (or ``source``), with the loading options given."""
     options = {}
     if args.preprocess:
         options["preprocess"] = args.preprocess
     if args.input_size:
         h, w = (args.input_size * 2)[:2]
         options["input_size"] = (h, w)
-    model = load_model(args.model, **options)
+    model = load_model(source or args.model, **options)
     if args.device:
         model.network.to(args.device)
     return model

@@ -11,16 +11,8 @@ from .common import add_model_option, model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    # "resolve": the shared --model option is replaced by one that may be repeated.
-    parser = sub.add_parser(
-        "serve", help="start the explorer, a local web app", conflict_handler="resolve"
-    )
-    add_model_option(parser)
-    parser.add_argument(
-        "--model", "-m", action="append", default=None,
-        help=f"a .keras/.h5/.pt file or a built-in model; repeat for several "
-        f"(default: {DEFAULT_MODEL})",
-    )
+    parser = sub.add_parser("serve", help="start the explorer, a local web app")
+    add_model_option(parser, repeat=True)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (127.0.0.1: this machine only; 0.0.0.0: everyone)")
     parser.add_argument("--port", type=int, default=8000, help="port (8000)")
@@ -47,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     models: dict = {}
     for source in args.model or [DEFAULT_MODEL]:
-        one = argparse.Namespace(**{**vars(args), "model": source})
-        models[_label(source, models)] = model_from_args(one)
+        models[_label(source, models)] = model_from_args(args, source)
     print(f"convlens explorer: http://{args.host}:{args.port}/  (Ctrl+C to stop)")
     serve(models, host=args.host, port=args.port,
           max_upload_bytes=int(args.max_upload_mb * 2**20))
