@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,18 @@ __all__ = [
     "TorchModel", "load_model",
 ]
 
-_cache: dict[str, Model] = {}
-
-
+@cache
 def _builtin(name: str) -> Model:
-    if name not in _cache:
-        from .zoo import IMAGENET_CLASSES, efficientnet_lite0, efficientnet_preprocess
+    from .zoo import IMAGENET_CLASSES, efficientnet_lite0, efficientnet_preprocess
 
-        _cache[name] = TorchModel(
-            efficientnet_lite0(pretrained=True),
-            name=name,
-            preprocess=efficientnet_preprocess,
-            input_size=(224, 224),
-            class_names=IMAGENET_CLASSES,
-            channels_last=True,
-        )
-    return _cache[name]
+    return TorchModel(
+        efficientnet_lite0(pretrained=True),
+        name=name,
+        preprocess=efficientnet_preprocess,
+        input_size=(224, 224),
+        class_names=IMAGENET_CLASSES,
+        channels_last=True,
+    )
 
 
 def load_model(source: Any = None, **options: Any) -> Model:

@@ -94,7 +94,7 @@ def _imagenet(x: torch.Tensor) -> torch.Tensor:
 PREPROCESSING: dict[str, Preprocess] = {
     "raw": lambda x: x,
     "unit": lambda x: x / 255.0,
-    "symmetric": lambda x: (x / 255.0 - 0.5) / 0.5,
+    "symmetric": lambda x: (x / 255.0 - 0.5) / 0.5,  # EfficientNet-Lite's: -1..1
     "imagenet": _imagenet,
 }
 
@@ -303,8 +303,7 @@ class Model(ABC):
             )
         return found[0]
 
-    def resolve(self, selector: str | Iterable[str] | None = None,
-                kinds: Iterable[str] | None = None) -> list[LayerInfo]:
+    def resolve(self, selector: str | Iterable[str] | None = None) -> list[LayerInfo]:
         """Layers by name, glob (``"layer4.*"``), kind (``"conv"``), or a list of these.
 
         A module called several times matches all its calls by its plain name. ``None`` selects the
@@ -312,7 +311,7 @@ class Model(ABC):
         """
         everything = self.layers(include_blocks=True)
         if selector is None:
-            wanted = tuple(kinds or DEFAULT_ACTIVATION_KINDS)
+            wanted = DEFAULT_ACTIVATION_KINDS
             chosen = [i for i in everything if i.is_leaf and i.kind in wanted and i.spatial]
             if not chosen:
                 raise ModelError(

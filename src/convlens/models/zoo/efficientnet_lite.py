@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base import PREPROCESSING
+
 __all__ = [
     "BLOCK_ARGS",
     "Conv2dSame",
@@ -171,13 +173,9 @@ class EfficientNetLite(nn.Module):
         return self._fc(x)
 
 
-def efficientnet_preprocess(x: torch.Tensor) -> torch.Tensor:
-    """Map float pixels in 0..255 to the model's input range -1..1.
-
-    EfficientNet-Lite was trained with mean 127.5 / std 127.5 per channel, not the
-    usual ImageNet mean and std.
-    """
-    return (x / 255.0 - 0.5) / 0.5
+#: Float pixels 0..255 to the model's input range -1..1 (``(x/255 - 0.5) / 0.5``): EfficientNet-Lite
+#: was trained with mean 127.5 / std 127.5 per channel, not the usual ImageNet mean and std.
+efficientnet_preprocess = PREPROCESSING["symmetric"]
 
 
 def _weights_path() -> str:
