@@ -188,20 +188,23 @@ def randomization_check(
     copy_model, weighted, fresh = _copies(model, seed)
     names = [info.module_name for info in copy_model.layers() if info.module_name in weighted]
     groups = _groups(list(dict.fromkeys(names)), stages)
-    saved = {name: _snapshot(copy_model, weighted[name]) for name in weighted} if (
-        mode == "independent") else {}
+    independent = mode == "independent"
+    saved = {
+        name: _snapshot(copy_model, weighted[name]) for group in groups for name in group
+    } if independent else {}
+    pixels = copy_model.to_pixels(trained_cams.images)  # once, on the device
     rows = []
+    restore: list[str] = []
     for group in groups:
-        if mode == "independent":
-            for name in weighted:
-                _restore(copy_model, weighted[name], saved[name])
+        for name in restore:  # independent: only this stage's layers are random
+            _restore(copy_model, weighted[name], saved[name])
         for name in group:
             _randomize(copy_model, weighted[name], fresh[name])
+        restore = group if independent else []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             cams = copy_model.cam(
-                trained_cams.images, method=method, target=targets, layer=trained_cams.layers,
-                **options,
+                pixels, method=method, target=targets, layer=trained_cams.layers, **options,
             )
         rows.append([
             _spearman(a, b) for a, b in zip(trained_cams.heatmap, cams.heatmap)
