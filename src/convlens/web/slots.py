@@ -33,6 +33,7 @@ class ModelSlot:
         self.model = model
         self.lock = threading.Lock()
         self._activations: LRU[tuple[str, str], np.ndarray] = LRU(16)
+        self._pixels: LRU[str, torch.Tensor] = LRU(16)
         self._pictures: LRU[tuple[Any, ...], bytes] = LRU(256)
 
     def call(self, fn: Callable[[], T]) -> T:
@@ -74,9 +75,12 @@ class ModelSlot:
         return self.model.layer(name)
 
     def pixels(self, image: StoredImage) -> torch.Tensor:
-        """The image at the model's input size, as the report reads files (on the device)."""
-        array = load_image(image.pixels, size=self.model.input_size)
-        return self.model.to_pixels(array[None])
+        """The image at the model's input size, as the report reads it (on the device, cached)."""
+        def compute() -> torch.Tensor:
+            array = load_image(image.pixels, size=self.model.input_size)
+            return self.model.to_pixels(array[None])
+
+        return self._pixels.get_or_compute(image.id, compute)
 
     # -- computations (each takes the lock itself) ---------------------------------------------
     def predictions(self, image: StoredImage, top: int) -> list[dict[str, Any]]:
