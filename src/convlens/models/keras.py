@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ModelError
 from .base import Model, Preprocess, resolve_preprocess
+from .inputs import not_one_image
 
 _KIND_BY_CLASS = {
     "BaseConv": "conv", "BaseDepthwiseConv": "conv", "BaseSeparableConv": "conv",
@@ -29,9 +30,12 @@ _KIND_BY_CLASS = {
     "Activation": "activation", "ReLU": "activation", "LeakyReLU": "activation",
     "Softmax": "activation", "ELU": "activation", "PReLU": "activation",
     "Dropout": "dropout", "SpatialDropout2D": "dropout", "GaussianNoise": "dropout",
+    "GaussianDropout": "dropout", "AlphaDropout": "dropout", "StochasticDepth": "dropout",
     "Flatten": "reshape", "Reshape": "reshape", "Permute": "reshape", "UpSampling2D": "reshape",
-    "ZeroPadding2D": "reshape", "Cropping2D": "reshape",
+    "ZeroPadding2D": "reshape", "Cropping2D": "reshape", "Identity": "reshape",
     "Add": "merge", "Concatenate": "merge", "Multiply": "merge", "Average": "merge",
+    "Subtract": "merge", "Maximum": "merge", "Minimum": "merge",
+    "CustomScaleLayer": "merge",  # InceptionResNetV2's residual: inputs[0] + inputs[1] * scale
     "Rescaling": "preprocess", "Normalization": "preprocess", "Resizing": "preprocess",
     "CenterCrop": "preprocess",
     "Functional": "block", "Sequential": "block", "Model": "block",
@@ -87,7 +91,7 @@ class KerasModel(Model):
         keras = import_keras()
         if not isinstance(network, keras.Model):
             raise ModelError(f"expected a keras.Model, got {type(network).__name__}")
-        shape = self._input_shape(network)
+        shape = self._input_shape(network, name or network.name)
         if input_size is None:
             if shape is None or shape[1] is None or shape[2] is None:
                 input_size = (224, 224)
@@ -107,17 +111,25 @@ class KerasModel(Model):
         )
 
     @staticmethod
-    def _input_shape(network: Any) -> tuple[Any, ...] | None:
+    def _input_shape(network: Any, name: str) -> tuple[Any, ...] | None:
         try:
             shape = network.input_shape
         except (AttributeError, ValueError):
             return None
+        if isinstance(shape, list) and len(shape) > 1:
+            shapes = ", ".join(str(tuple(s)) for s in shape)
+            raise not_one_image(
+                name, f"{len(shape)} inputs ({shapes})",
+                "build a keras.Model whose only input is the image (the other inputs fixed)",
+            )
         if isinstance(shape, list):
             shape = shape[0]
         if shape is None or len(shape) != 4:
-            raise ModelError(
-                f"this Keras model takes inputs of shape {shape}; convlens needs images "
-                "(batch, height, width, channels)"
+            dtype = str(getattr(network.inputs[0], "dtype", ""))
+            what = "token ids" if "int" in dtype else "inputs"
+            raise not_one_image(
+                name, f"{what} of shape {tuple(shape) if shape else shape}",
+                "pass a model whose input is images (batch, height, width, channels)",
             )
         return tuple(shape)
 
