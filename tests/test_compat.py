@@ -254,7 +254,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _record(entry: Entry, view: str, result: str) -> None:
-    row = RESULTS.setdefault(entry.name, {"group": entry.group, "slow": entry.slow, "views": {}})
+    row = RESULTS.setdefault(entry.name, {
+        "group": entry.group, "slow": entry.slow, "index": ENTRIES.index(entry), "views": {},
+    })
     row["views"][view] = result  # type: ignore[index]
 
 

@@ -72,6 +72,14 @@ def _class_names(layer: Any) -> set[str]:
     return {cls.__name__ for cls in type(layer).__mro__}
 
 
+def _sublayers(layer: Any) -> list[Any]:
+    """A model's layers, or those a custom layer holds (a residual block written as a Layer)."""
+    if getattr(layer, "layers", None):
+        return list(layer.layers)
+    flatten = getattr(layer, "_flatten_layers", None)
+    return list(flatten(include_self=False, recursive=False)) if flatten else []
+
+
 class KerasModel(Model):
     """A Keras 3 model (``.keras``, legacy ``.h5`` or in memory) on the torch backend."""
 
@@ -162,7 +170,7 @@ class KerasModel(Model):
             for layer in layers:
                 if "InputLayer" in _class_names(layer):
                     continue
-                children = getattr(layer, "layers", None)
+                children = _sublayers(layer)
                 name = prefix + layer.name
                 yield name, layer, not children
                 if children:
@@ -177,7 +185,7 @@ class KerasModel(Model):
         for cls_name in (c.__name__ for c in type(module).__mro__):
             if cls_name in _KIND_BY_CLASS:
                 return _KIND_BY_CLASS[cls_name]
-        return "other"
+        return "block" if _sublayers(module) else "other"
 
     def _to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
         return x
