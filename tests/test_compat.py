@@ -150,7 +150,9 @@ for family, (smallest, heavier, size) in KERAS_FAMILIES.items():
         KERAS.append(Entry(
             f"{constructor} (keras.applications)", "keras.applications, torch backend",
             _keras_app(constructor, size), slow=constructor != smallest,
-            unavailable="not available with the torch backend" if family == "NASNet" else None,
+            unavailable=(
+                "not available with the torch backend" if constructor == "NASNetMobile" else None
+            ),
             known=(_CONVNEXT_SUM,) if family == "ConvNeXt" else (),
         ))
 
