@@ -25,6 +25,11 @@ def add_model_option(parser: argparse.ArgumentParser, repeat: bool = False) -> N
         "--input-size", type=int, nargs="+", metavar="PX", default=None,
         help="for model files: input height [width] (torch default 224; Keras: its input shape)",
     )
+    parser.add_argument(
+        "--trust-model-file", action="store_true",
+        help="load a model file even if loading it can run code from the file (a pickled torch "
+        "module, a Keras Lambda layer); only for files you trust",
+    )
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
@@ -37,7 +42,7 @@ def model_from_args(args: argparse.Namespace, source: str | None = None) -> Mode
     if args.input_size:
         h, w = (args.input_size * 2)[:2]
         options["input_size"] = (h, w)
-    model = load_model(source or args.model, **options)
+    model = load_model(source or args.model, trust=args.trust_model_file, **options)
     if args.device:
         model.network.to(args.device)
     return model
