@@ -20,7 +20,7 @@ import torch
 from ..activations.result import Activations
 from ..capture import Capture, first_tensor
 from ..errors import LayerNotFoundError, ModelError
-from ..images import ImageLike, load_image, resize
+from ..images import ImageLike, check_pixels, load_image, resize
 
 if TYPE_CHECKING:
     from ..cam import CamResult
@@ -189,10 +189,12 @@ class Model(ABC):
         with a fixed input size gets them resized (bilinear).
         """
         if isinstance(images, torch.Tensor):
+            check_pixels(images, "the image tensor")
             x = images
             if x.ndim == 3:
                 x = x[None]
         elif isinstance(images, np.ndarray) and images.ndim == 4:
+            check_pixels(images, "the image batch")
             x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         else:
             items = images if isinstance(images, (list, tuple)) else [images]
