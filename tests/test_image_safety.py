@@ -20,7 +20,7 @@ from convlens.images import PixelRangeWarning
 
 
 def png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header says ``width`` x ``height`` (what a decompression bomb looks like)."""
+    """A tiny PNG whose header says ``width`` x ``height`` (as a decompression bomb's does)."""
     buffer = io.BytesIO()
     Image.new("L", (1, 1)).save(buffer, "PNG")
     data = bytearray(buffer.getvalue())
@@ -94,7 +94,8 @@ def test_a_large_jpeg_read_at_a_size_is_decoded_reduced():
     full = cl.load_image(data)
     assert full.shape == (2400, 2400, 3)
     reference = cl.images.resize(full, (224, 224), "bilinear")
-    assert np.abs(cl.load_image(data, size=(224, 224), interpolation="bilinear") - reference).mean() < 3
+    reduced = cl.load_image(data, size=(224, 224), interpolation="bilinear")
+    assert np.abs(reduced - reference).mean() < 3
 
 
 def test_resizing_in_pillow_gives_the_same_pixels_as_before(tmp_path):

@@ -64,7 +64,7 @@ def test_a_pickled_module_loads_only_when_trusted(in_tmp):
 
 def test_a_state_dict_says_how_to_use_it(in_tmp):
     torch.save(tiny_convnet().state_dict(), "weights.pth")
-    with pytest.raises(ModelError, match="load_state_dict.*pass the module"):
+    with pytest.raises(ModelError, match=r"load_state_dict.*pass the module"):
         cl.load_model("weights.pth")
     (in_tmp / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(ModelError, match="corrupt"):
@@ -117,7 +117,7 @@ def test_an_exported_program_with_pickled_objects_is_refused(in_tmp):
                 config["config"]["obj"] = {"path_name": "opaque_obj_0"}
                 data = json.dumps(config).encode()
             dst.writestr(item, data)
-    with pytest.raises(ModelError, match="pickled Python objects.*trust=True"):
+    with pytest.raises(ModelError, match=r"pickled Python objects.*trust=True"):
         cl.load_model("evil.pt2")
 
 
@@ -146,7 +146,7 @@ def test_options_given_with_a_model_are_applied_or_refused(tiny_model):
     assert renamed.class_names == ["a", "b", "c"] and renamed.preprocess is tiny_model.preprocess
     assert renamed.predict(np.zeros((16, 16, 3), np.float32))[0][0].name in "abc"
     assert cl.load_model(tiny_model) is tiny_model
-    with pytest.raises(ModelError, match="unknown option.*'colour'"):
+    with pytest.raises(ModelError, match=r"unknown option.*'colour'"):
         cl.load_model(tiny_model, colour="red")
     with pytest.raises(ModelError, match="unknown option"):
         cl.load_model(tiny_convnet(), input_shape=(8, 8))

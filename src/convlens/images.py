@@ -99,7 +99,7 @@ def check_pixels(pixels: np.ndarray | Any, what: str = "the image") -> None:
             f"{what} has NaN or infinite pixel values; replace them first "
             "(e.g. np.nan_to_num(image)) or check the code that made it"
         )
-    if 0.0 <= lo and 0.0 < hi <= 1.0:
+    if lo >= 0.0 and 0.0 < hi <= 1.0:
         warnings.warn(
             f"{what} is a float array with values in 0..1, but convlens reads pixels as 0..255 "
             "(it would look nearly black to the model); multiply it by 255",

@@ -12,13 +12,14 @@ from importlib import import_module
 
 from ..errors import ConvlensError
 from ..runtime import tune_allocator
+from .common import OneLineParser, interrupted
 
 #: Subcommand modules, in the order ``convlens --help`` lists them.
 COMMANDS = ("layers", "activations", "cam", "filters", "report", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="convlens",
         description="See what a convnet has learned: activations, filters, class heatmaps.",
     )
@@ -43,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvlensError as err:
         print(f"convlens: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # the output staging says what was written (cli.output)
+        interrupted(str(err))
         return 130
 
 

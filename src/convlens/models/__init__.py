@@ -122,9 +122,9 @@ def _torch_model(network: torch.nn.Module, options: dict[str, Any]) -> TorchMode
     _check_options("torch", options)
     options, selector = _split_output(options)
     _check_one_input(network)
-    if isinstance(network, ExportedModule) and network.input_shape is not None:
-        if len(network.input_shape) == 4:
-            options.setdefault("input_size", tuple(network.input_shape[2:4]))
+    shape = network.input_shape if isinstance(network, ExportedModule) else None
+    if shape is not None and len(shape) == 4 and None not in shape[2:4]:
+        options.setdefault("input_size", tuple(network.input_shape[2:4]))
     return _SelectingTorchModel(network, selector=selector, **options)
 
 
@@ -178,9 +178,9 @@ def _check_one_input(network: torch.nn.Module) -> None:
     if len(required) > 1:
         raise ModelError(
             f"{type(network).__name__}.forward takes {len(required)} inputs "
-            f"({', '.join(required)}); convlens feeds one image, so no view (layers, activations, "
-            f"cam, filters) can run it as it is: wrap it in an nn.Module whose forward({required[0]}) "
-            "supplies the others, and pass that"
+            f"({', '.join(required)}); convlens feeds one image, so no view (layers, "
+            "activations, cam, filters) can run it as it is: wrap it in an nn.Module whose "
+            f"forward({required[0]}) supplies the others, and pass that"
         )
 
 

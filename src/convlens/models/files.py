@@ -276,7 +276,7 @@ def _read_keras(path: Path, trust: bool) -> Any:
         return keras.saving.load_model(path, compile=False, safe_mode=not trust)
     except Exception as err:
         text = str(err)
-        if "safe_mode" in text or "Lambda" in text and "lambda" in text:
+        if "safe_mode" in text or ("Lambda" in text and "lambda" in text):
             raise ModelError(
                 f"{path} holds a Lambda layer, whose Python code runs when the model is loaded; "
                 f"if you trust the file, pass {TRUST_HINT}"
