@@ -255,8 +255,9 @@ def open_image(
     except MemoryError:
         raise ImageError(f"{what} is too large to decode in memory; make it smaller") from None
     except Exception as err:  # Pillow's decoders raise many types on bad data
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
         raise ImageError(
-            f"{what} is corrupt or truncated ({type(err).__name__}: {err}); re-export or "
+            f"{what} is corrupt or truncated ({type(err).__name__}: {detail}); re-export or "
             "re-download the file"
         ) from None
 
