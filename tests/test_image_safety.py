@@ -143,3 +143,9 @@ def test_filters_work_inside_no_grad(tiny_model):
         result = tiny_model.filters("3", channels=[0, 1], steps=2, size=32, progress=False)
         assert not torch.is_grad_enabled()  # the caller's mode is back
     assert result.images.shape[0] == 2 and np.isfinite(result.activation).all()
+
+
+@pytest.mark.parametrize("size", [(0, 5), (-1, 3), (1.5, 2), "ab", (3,)])
+def test_a_bad_size_is_a_one_line_error(size):
+    with pytest.raises(ImageError, match="size must be"):
+        cl.load_image("chelsea", size=size)

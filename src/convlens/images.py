@@ -175,8 +175,7 @@ def load_image(
     default, nearest). Files and PIL images of more than ``max_pixels`` pixels (default
     :func:`pixel_limit`) are refused before they are decoded.
     """
-    if isinstance(size, int):
-        size = (size, size)
+    size = _target_size(size)
     if isinstance(source, np.ndarray):
         arr = _as_rgb_array(source)
     elif isinstance(source, Image.Image):
@@ -195,6 +194,22 @@ def load_image(
     if size is not None:
         arr = resize(arr, size, interpolation)
     return arr
+
+
+def _target_size(size: tuple[int, int] | int | None) -> tuple[int, int] | None:
+    """``size`` as (height, width) of positive ints, or None; anything else is an ImageError."""
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, (int, np.integer)) else size
+    try:
+        h, w = pair  # type: ignore[misc]
+        if int(h) != h or int(w) != w or h < 1 or w < 1:
+            raise ValueError
+        return int(h), int(w)
+    except (TypeError, ValueError):
+        raise ImageError(
+            f"size must be (height, width) in whole pixels of at least 1, or one int; not {size!r}"
+        ) from None
 
 
 def pixel_limit(max_pixels: int | None = None) -> int:

@@ -42,11 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConvlensError as err:
-        print(f"convlens: error: {err}", file=sys.stderr)
+        print(f"convlens: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk, permissions: not a bug of convlens, so no traceback
+        print(f"convlens: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("convlens: error: out of memory; use fewer or smaller images, or --batch-size",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:  # the output staging says what was written (cli.output)
         interrupted(str(err))
         return 130
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":
