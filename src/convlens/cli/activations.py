@@ -23,7 +23,7 @@ from .output import Staged
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "activations", help="draw every conv/pool layer's channels for images (the seed's grids)"
+        "activations", help="draw every conv/pool layer's channels for images (the book's grids)"
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample names")
     add_model_option(parser)

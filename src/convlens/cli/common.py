@@ -17,7 +17,7 @@ import torch
 
 from ..images import check_image_file
 from ..models import DEFAULT_MODEL, Model, load_model
-from ..models.base import PREPROCESSING
+from ..models.preprocess import PREPROCESSING
 from .output import UsageError, check_output_path
 
 __all__ = [

