@@ -184,6 +184,7 @@ def test_a_dict_output_needs_output_and_then_works():
         assert picked.cam(x).heatmap.shape == (1, 8, 8)
     with pytest.raises(ModelError, match="does not pick anything"):
         cl.load_model(DictNet(), input_size=(8, 8), output="nope").predict(x)
+    np.testing.assert_allclose(by_key.copy().logits(x).numpy(), expected, atol=1e-6)
     relabelled = cl.load_model(by_key, class_names=["a", "b", "c"])
     assert relabelled.predict(x, top=1)[0][0].name in "abc"
 
