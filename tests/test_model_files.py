@@ -71,6 +71,7 @@ def test_a_state_dict_says_how_to_use_it(in_tmp):
         cl.load_model("junk.pt")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit: still a safe format
 def test_torchscript_loads_by_default(in_tmp):
     net = tiny_convnet()
     torch.jit.save(torch.jit.script(net), "scripted.pt")
