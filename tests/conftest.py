@@ -29,6 +29,16 @@ def tiny_convnet(classes: int = 3, seed: int = 0) -> nn.Sequential:
     ).eval()
 
 
+def save_exported(network: nn.Module, path, size: int = 32) -> str:
+    """Save ``network`` as a torch.export program (any batch): a model file that runs no code."""
+    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    program = torch.export.export(
+        network.eval(), (torch.zeros(2, 3, size, size),), dynamic_shapes=(dims,)
+    )
+    torch.export.save(program, str(path))
+    return str(path)
+
+
 def seed_keras_model():
     """Chollet's cats-vs-dogs convnet with augmentation (Deep Learning with Python, ch. 8)."""
     import keras

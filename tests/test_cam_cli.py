@@ -6,19 +6,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import convlens as cl
 from convlens.cli import main
 
-from .conftest import tiny_convnet
+from .conftest import save_exported, tiny_convnet
 
 
 @pytest.fixture
 def files(tmp_path):
-    model_path = tmp_path / "tiny.pt"
-    torch.save(tiny_convnet(), model_path)
+    model_path = tmp_path / "tiny.pt2"
+    save_exported(tiny_convnet(), model_path)
     rng = np.random.default_rng(0)
     images = []
     for name in ("a", "b"):

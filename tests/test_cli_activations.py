@@ -25,13 +25,13 @@ def test_activations_command_writes_grids_and_empty_table(tmp_path, capsys):
     with torch.no_grad():
         net[3].weight[5].zero_()  # channel 5 of the second conv never fires
         net[3].bias[5] = -1.0
-    torch.save(net, model_path)
+    torch.save(net, model_path)  # a pickled module: needs --trust-model-file
     image = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(image)
     out = tmp_path / "out"
     code = main([
         "activations", str(image), "--model", str(model_path), "--preprocess", "unit",
-        "--input-size", "32", "--layers", "1", "4", "--out", str(out), "-q",
+        "--input-size", "32", "--layers", "1", "4", "--out", str(out), "-q", "--trust-model-file",
     ])
     assert code == 0
     pngs = sorted(p.name for p in out.glob("*.png"))

@@ -8,22 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from convlens.cli import main
 from convlens.cli.filters import parse_channels
 
-from .conftest import tiny_convnet
+from .conftest import save_exported, tiny_convnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def model_file(tmp_path: Path) -> str:
-    path = tmp_path / "tiny.pt"
-    torch.save(tiny_convnet(), path)
-    return str(path)
+    return save_exported(tiny_convnet(), tmp_path / "tiny.pt2")
 
 
 def _args(model_file: str, out: Path, *extra: str) -> list[str]:

@@ -10,7 +10,6 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import convlens as cl
@@ -21,7 +20,7 @@ from convlens.render import grid_png
 from convlens.report import ReportOptions, build_report, image_label
 from convlens.report.sections import filter_layers
 
-from .conftest import tiny_convnet
+from .conftest import save_exported, tiny_convnet
 
 QUICK = dict(metric_steps=3, filter_steps=2, filter_channels=4, filter_size=32, progress=False)
 
@@ -147,8 +146,8 @@ def test_image_labels():
 
 
 def test_cli_report_writes_html_and_json(tmp_path, capsys):
-    model_file = tmp_path / "tiny.pt"
-    torch.save(tiny_convnet(), model_file)
+    model_file = tmp_path / "tiny.pt2"
+    save_exported(tiny_convnet(), model_file)
     image = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
     out = tmp_path / "report"

@@ -283,7 +283,8 @@ def test_serve_command_starts_the_explorer_on_localhost(tmp_path):
         port = s.getsockname()[1]
     command = [sys.executable, "-c", "import sys; from convlens.cli import main; "
                "sys.exit(main(sys.argv[1:]))", "serve", "--model", str(model_file),
-               "--input-size", "32", "--preprocess", "unit", "--port", str(port)]
+               "--input-size", "32", "--preprocess", "unit", "--port", str(port),
+               "--trust-model-file"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

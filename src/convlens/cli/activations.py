@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..activations import activation_grid, empty_channels, write_csv, write_json
 from ..progress import progress_bar
 from ..render import colorize, save_png
-from .common import add_model_option, image_stem, model_from_args, out_dir, slug
+from .common import (
+    add_model_option,
+    check_images,
+    check_output_path,
+    colormap,
+    image_stem,
+    model_from_args,
+    positive_int,
+    slug,
+)
+from .output import Staged
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layers", nargs="+", default=None,
         help="layer names, globs ('layer4.*') or kinds ('conv'); default: conv + pooling layers",
     )
-    parser.add_argument("--per-row", type=int, default=16, help="channels per grid row (16)")
-    parser.add_argument("--cmap", default="viridis", help="matplotlib colormap (viridis)")
-    parser.add_argument("--out", "-o", required=True, help="output folder")
+    parser.add_argument("--per-row", type=positive_int, default=16,
+                        help="channels per grid row (16)")
+    parser.add_argument("--cmap", type=colormap, default="viridis",
+                        help="matplotlib colormap (viridis)")
+    parser.add_argument("--out", "-o", required=True,
+                        help="output folder (the files of an earlier run there are replaced)")
     parser.set_defaults(func=run)
 
 
@@ -31,26 +45,29 @@ def _stem(source: str, n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    root = check_output_path(args.out, "--out", folder=True)
+    check_images(args.images)
     model = model_from_args(args)
     images = model.to_pixels(args.images)
     acts = model.activations(images, layers=args.layers)
-    root = out_dir(args.out)
-    written = 0
-    with progress_bar("activation grids", len(acts) * len(images), not args.quiet) as advance:
+    table = empty_channels(acts)
+    expected = {".png": len(acts) * len(images), "empty_channels.csv": 1,
+                "empty_channels.json": 1}
+    with Staged(root, expected) as out, progress_bar(
+        "activation grids", len(acts) * len(images), not args.quiet
+    ) as advance:
         for n, source in enumerate(args.images):
-            folder = root if len(images) == 1 else out_dir(str(root / _stem(source, n)))
+            folder = Path() if len(images) == 1 else Path(_stem(source, n))
             for k, (name, layer_acts) in enumerate(acts.items()):
                 grid = activation_grid(layer_acts[n], images_per_row=args.per_row)
-                save_png(colorize(grid, args.cmap), folder / f"{k:03d}_{slug(name)}.png")
-                written += 1
+                save_png(colorize(grid, args.cmap), out.path(folder / f"{k:03d}_{slug(name)}.png"))
                 advance(1)
-    table = empty_channels(acts)
-    write_csv(table, root / "empty_channels.csv")
-    write_json(table, root / "empty_channels.json")
+        write_csv(table, out.path("empty_channels.csv"))
+        write_json(table, out.path("empty_channels.json"))
     empty = sum(len(row.channels) for row in table)
     total = sum(row.total for row in table)
     print(
-        f"{written} grids of {len(acts)} layers for {len(images)} image(s) → {root}/ ; "
+        f"{expected['.png']} grids of {len(acts)} layers for {len(images)} image(s) → {root}/ ; "
         f"{empty} of {total} channels never fire (empty_channels.csv)"
     )
     return 0

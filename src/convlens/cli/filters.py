@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from ..filters import RECIPES, filter_grid, visualize_filters
 from ..render import save_png
-from .common import add_model_option, model_from_args
+from .common import add_model_option, check_output_path, model_from_args, positive_int
+from .output import Staged
 
 
 def parse_channels(text: str) -> list[int]:
@@ -44,12 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="chollet",
                         help="chollet (the book: fast, 30 steps) or lucid (Lucid quality)")
-    parser.add_argument("--steps", type=int, default=None, help="ascent steps (recipe default)")
-    parser.add_argument("--size", type=int, default=None, help="image size in pixels")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="ascent steps (recipe default)")
+    parser.add_argument("--size", type=positive_int, default=None, help="image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="images per chunk (default: what fits in memory)")
-    parser.add_argument("--per-row", type=int, default=8, help="images per grid row (8)")
+    parser.add_argument("--per-row", type=positive_int, default=8,
+                        help="images per grid row (8)")
     parser.add_argument("--out", "-o", required=True, help="grid PNG to write (+ a .json beside)")
     parser.set_defaults(func=run)
 
@@ -59,13 +61,13 @@ def _number(x: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_output_path(args.out, "--out", folder=False, suffix=".png")
+    summary = out.with_suffix(".json")
     model = model_from_args(args)
     result = visualize_filters(
         model, args.layer, channels=args.channels, recipe=args.recipe, seed=args.seed,
         steps=args.steps, size=args.size, batch_size=args.batch_size, progress=not args.quiet,
     )
-    out = Path(args.out)
-    save_png(filter_grid(result, per_row=args.per_row), out)
     table = {
         "model": model.name, "layer": result.layer, "recipe": result.recipe, "seed": args.seed,
         "image_size": list(result.images.shape[1:3]),
@@ -74,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
             for c, a, q in zip(result.channels, result.activation, result.quality)
         ],
     }
-    summary = out.with_suffix(".json")
-    summary.write_text(json.dumps(table, indent=2))
+    # both files are replaced together; Ctrl-C or an error before this leaves the old ones
+    with Staged(out.parent, {out.name: 1, summary.name: 1}, manifest=False) as staged:
+        save_png(filter_grid(result, per_row=args.per_row), staged.path(out.name))
+        staged.path(summary.name).write_text(json.dumps(table, indent=2))
     finite = [q for q in result.quality if math.isfinite(q)]
     above = sum(q > 1 for q in finite)
     median = sorted(finite)[len(finite) // 2] if finite else float("nan")

@@ -7,13 +7,15 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from ..models.layers import KINDS
 from .common import add_model_option, model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("layers", help="list a model's layers (name, kind, output shape)")
     add_model_option(parser)
-    parser.add_argument("--kind", action="append", help="only layers of this kind (repeatable)")
+    parser.add_argument("--kind", action="append", choices=KINDS,
+                        help="only layers of this kind (repeatable)")
     parser.add_argument("--blocks", action="store_true", help="also list container blocks")
     parser.set_defaults(func=run)
 

