@@ -18,12 +18,14 @@ from .gradcampp import GradCAMPlusPlus
 from .hirescam import HiResCAM
 from .layercam import LayerCAM
 from .localize import bounding_boxes
+from .options import FAST_OPTIONS
 from .result import CamResult
 from .scorecam import ScoreCAM
 from .targets import ClassTarget, SigmoidTarget, Target
 from .xgradcam import XGradCAM
 
 __all__ = [
+    "FAST_OPTIONS",
     "GRADIENT_METHODS", "METHODS", "AblationCAM", "CamContext", "CamMethod", "CamResult",
     "ClassTarget", "EigenCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM",
     "SigmoidTarget", "Target", "WeightedCam", "XGradCAM", "bounding_boxes", "compute_cam",

@@ -14,6 +14,7 @@ import torch
 
 from ..activations import activation_grid, empty_channels
 from ..activations.grid import IMAGES_PER_ROW
+from ..cam.options import FAST_OPTIONS
 from ..errors import ModelError
 from ..models import LayerInfo, Model
 from ..progress import Advance
@@ -23,13 +24,8 @@ from .pictures import grid_png, jpeg_bytes, photo_bytes
 if TYPE_CHECKING:
     from .builder import ReportOptions
 
-#: Per-method options that keep the expensive (one forward pass per channel) methods affordable:
-#: Faster Score-CAM (the 32 channels of highest variance), and Ablation-CAM in batches of 64
-#: ablated copies (the part of the network before the layer runs once per batch).
-CHEAP_OPTIONS: dict[str, dict[str, Any]] = {
-    "scorecam": {"top_k": 32},
-    "ablationcam": {"batch_size": 64},
-}
+#: Per-method options of the expensive CAM methods, shared with the explorer.
+CHEAP_OPTIONS = FAST_OPTIONS
 
 #: Activation grids put this many channels in a row (the seed's ``images_per_row``).
 #: Filter galleries put this many filters in a row.
