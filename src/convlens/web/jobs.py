@@ -48,6 +48,8 @@ class Job:
     png: bytes | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: set once the worker is through with the job (run, failed, stopped or skipped)
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def advance(self, steps: int = 1) -> None:
         """Progress callback of the work: counts steps, stops the work once cancelled."""
@@ -95,6 +97,10 @@ class JobQueue:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
 
     def submit(
         self, key: Hashable, kind: str, model: str, params: dict[str, Any],
@@ -175,11 +181,11 @@ class JobQueue:
 
     @staticmethod
     def _run(job: Job, work: Callable[[Job], Output]) -> None:
-        with job.lock:
-            if job.status != "queued":
-                return  # cancelled while queued
-            job.status = "running"
         try:
+            with job.lock:
+                if job.status != "queued":
+                    return  # cancelled while queued
+                job.status = "running"
             job.advance(0)
             output = work(job)
         except JobCancelled:
@@ -189,3 +195,5 @@ class JobQueue:
             job._finish("error", message)
         else:
             job._finish("done", output=output)
+        finally:
+            job.finished.set()

@@ -72,7 +72,9 @@ def allowed_hosts(
     for entry in extra:
         address = _split(_bracketed(entry) if entry.count(":") > 1 else entry, port)
         if address is None:
-            raise ConvlensError(f"allowed host {entry!r} is not NAME or NAME:PORT; fix --allowed-host")
+            raise ConvlensError(
+                f"allowed host {entry!r} is not NAME or NAME:PORT; fix --allowed-host"
+            )
         found.add(address)
     return frozenset(found)
 

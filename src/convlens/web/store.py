@@ -98,6 +98,9 @@ class ImageStore:
     def get(self, image_id: str) -> StoredImage | None:
         return self._images.get(image_id)
 
+    def __len__(self) -> int:
+        return len(self._images)
+
 
 def _bounded(pixels: np.ndarray) -> np.ndarray:
     h, w = pixels.shape[:2]
