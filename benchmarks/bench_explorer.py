@@ -116,8 +116,8 @@ async def burst(url: str, image: str, count: int) -> dict:
                 await asyncio.sleep(0.01)
         answers = await cams_task
         return {
-            "ok": sum(a.status_code == 200 for a in answers), "seconds": time.perf_counter() - start,
-            "job": status, "latencies": latencies,
+            "ok": sum(a.status_code == 200 for a in answers),
+            "seconds": time.perf_counter() - start, "job": status, "latencies": latencies,
         }
 
 

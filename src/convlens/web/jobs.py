@@ -102,6 +102,11 @@ class JobQueue:
         with self._lock:
             return len(self._jobs)
 
+    def snapshot(self) -> list[Job]:
+        """The jobs it knows (unfinished, and recent finished ones), oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
     def submit(
         self, key: Hashable, kind: str, model: str, params: dict[str, Any],
         work: Callable[[Job], Output], total: int | None = None,
