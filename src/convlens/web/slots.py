@@ -11,12 +11,11 @@ import numpy as np
 import torch
 
 from ..activations import activation_grid, standardize_channels
-from ..cam import FAST_OPTIONS, make_method, target_layers
+from ..cam import FAST_OPTIONS, method_class, target_layers
 from ..images import load_image
 from ..models import LayerInfo, Model
 from ..progress import Advance
-from ..render import colorize, to_png_bytes, upscale_nearest
-from ..report.pictures import data_uri, grid_png, jpeg_bytes
+from ..render import colorize, data_uri, grid_png, jpeg_bytes, to_png_bytes, upscale_nearest
 from .store import LRU, StoredImage
 from .workers import Worker
 
@@ -192,7 +191,7 @@ def cam_method(name: str) -> tuple[str, bool]:
 
     Heavy methods (one forward pass per channel, those of ``FAST_OPTIONS``) run as jobs.
     """
-    canonical = make_method(name, {}).name
+    canonical = method_class(name).name
     return canonical, canonical in FAST_OPTIONS
 
 

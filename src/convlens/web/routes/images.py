@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 
 from ...images import SAMPLES, sample_image
-from ...report.pictures import jpeg_bytes
+from ...render import jpeg_bytes
 from ..schemas import ImageInfo, Predictions
 from ..state import ExplorerDep
 from ..store import StoredImage, decode_upload, too_large
