@@ -21,6 +21,7 @@ from torch import nn
 import convlens as cl
 from convlens.cam import FAST_OPTIONS, make_method
 from convlens.web import BackgroundServer
+from convlens.web.slots import ModelSlot
 from convlens.web.workers import Busy, Worker
 
 from .conftest import tiny_convnet
@@ -250,6 +251,24 @@ def test_the_heavy_copy_is_a_separate_model(server):
     assert model is not slot.model and lock is not slot.lock
     assert model.network[0].weight is not slot.model.network[0].weight
     assert torch.equal(model.network[0].weight, slot.model.network[0].weight)
+
+
+class Uncopyable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.handle = threading.Lock()  # deepcopy cannot copy a lock
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_a_model_that_cannot_be_copied_shares_its_lock_with_jobs():
+    network = nn.Sequential(Uncopyable(), tiny_convnet())
+    slot = ModelSlot("u", cl.load_model(network, input_size=(32, 32), preprocess="unit"))
+    try:
+        assert slot.heavy() == (slot.model, slot.lock)
+    finally:
+        slot.worker.close()
 
 
 def test_serve_reports_a_port_in_use_before_any_url():

@@ -67,8 +67,11 @@ class ModelSlot:
         if self._heavy is None:
             self._heavy = (self.model, self.lock)
             if self.model.framework == "torch":
-                with self.lock:  # no call runs, so no hook is copied along
-                    self._heavy = (copy.deepcopy(self.model), threading.Lock())
+                try:
+                    with self.lock:  # no call runs, so no hook is copied along
+                        self._heavy = (copy.deepcopy(self.model), threading.Lock())
+                except Exception:  # a module that cannot be copied: jobs share the model
+                    self._heavy = (self.model, self.lock)
         return self._heavy
 
     def _describe(self) -> dict[str, Any]:

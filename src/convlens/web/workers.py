@@ -8,6 +8,7 @@ malloc arena and OpenMP team for good. When a burst is over, freed memory goes b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import platform
@@ -82,7 +83,8 @@ class Worker:
                 if trim:
                     self._since_trim = 0
             if trim:  # on the worker's own thread, so it never races a call
-                self._executor.submit(release_memory)
+                with contextlib.suppress(RuntimeError):  # the worker was closed meanwhile
+                    self._executor.submit(release_memory)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
