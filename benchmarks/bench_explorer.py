@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10_000, help="consecutive Grad-CAM calls")
     parser.add_argument("--every", type=int, default=500, help="RSS sample every N calls")
-    parser.add_argument("--max-seconds", type=float, default=900, help="cap of the call phase")
+    parser.add_argument("--max-seconds", type=float, default=600, help="cap of the call phase")
     parser.add_argument("--burst", type=int, default=50, help="concurrent Grad-CAM requests")
     args = parser.parse_args(argv if argv is not None else [])
     port = free_port()
