@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 import convlens as cl
-from convlens.cam import FAST_OPTIONS, make_method
+from convlens.cam import METHODS, make_method
 from convlens.cli import main
 from convlens.web import BackgroundServer
 from convlens.web.slots import ModelSlot
@@ -139,10 +139,11 @@ def test_heavy_cams_are_jobs_with_the_reports_options(server, client):
     assert conflict.status_code == 409 and url in conflict.json()["detail"]
     assert "as a job" in conflict.json()["detail"]
     job = wait(client, client.post(url, json={"method": "scorecam", "model": "wide"}).json())
-    assert job["status"] == "done" and job["done"] == FAST_OPTIONS["scorecam"]["top_k"] == 32
+    top_k = METHODS["scorecam"].quick_options["top_k"]
+    assert job["status"] == "done" and job["done"] == top_k == 32
     wide = server.app.state.slots["wide"]
     pixels = wide.pixels(server.app.state.explorer.store.get(image))
-    expected = wide.model.cam(pixels, method="scorecam", **FAST_OPTIONS["scorecam"])
+    expected = wide.model.cam(pixels, method="scorecam", **METHODS["scorecam"].quick_options)
     assert job["result"]["target"] == int(expected.target[0])
     assert job["result"]["score"] == pytest.approx(float(expected.score[0]))
     assert job["result"]["box"] == [int(v) for v in expected.boxes[0]]

@@ -31,14 +31,12 @@ from .methods.hirescam import HiResCAM
 from .methods.layercam import LayerCAM
 from .methods.scorecam import ScoreCAM
 from .methods.xgradcam import XGradCAM
-from .options import FAST_OPTIONS
 from .result import CamResult
 
 #: The methods that cost about one forward pass (one backward through the head).
 GRADIENT_METHODS = tuple(name for name, cls in METHODS.items() if cls.needs_gradients)
 
 __all__ = [
-    "FAST_OPTIONS",
     "GRADIENT_METHODS", "METHODS", "AblationCAM", "CamContext", "CamMethod", "CamResult",
     "EigenCAM", "GradCAM", "GradCAMPlusPlus", "GradientCam", "HiResCAM", "LayerCAM", "ScoreCAM",
     "WeightedCam", "XGradCAM", "bounding_boxes", "compute_cam", "default_layer", "make_method",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..activations import activation_grid, standardize_channels
-from ..cam import FAST_OPTIONS, method_class, target_layers
+from ..cam import method_class, target_layers
 from ..images import load_image
 from ..models import LayerInfo, Model
 from ..progress import Advance
@@ -23,7 +23,7 @@ __all__ = ["ModelSlot"]
 
 T = TypeVar("T")
 
-#: Activation grids put this many channels in a row (the seed's ``images_per_row``).
+#: Activation grids put this many channels in a row (the book's ``images_per_row``).
 #: A single channel is enlarged to at least this many pixels on its longer side.
 CHANNEL_SIDE = 256
 #: Channels per call of a filter gallery (bounds the memory of one ascent).
@@ -150,7 +150,7 @@ class ModelSlot:
         progress: Advance | None = None,
     ) -> dict[str, Any]:
         """A CAM overlay (a JPEG data URI) and its facts; a heavy method runs on ``heavy()``."""
-        options = FAST_OPTIONS.get(method, {})
+        options = method_class(method).quick_options
         model, lock = self.heavy() if progress is not None else (self.model, self.lock)
         extra: dict[str, Any] = {} if target is None else {"target": target}
         if progress is not None:
@@ -192,10 +192,11 @@ class ModelSlot:
 def cam_method(name: str) -> tuple[str, bool]:
     """A method name or alias as ``cam()`` takes it → (its canonical name, whether it is heavy).
 
-    Heavy methods (one forward pass per channel, those of ``FAST_OPTIONS``) run as jobs.
+    Heavy methods run one forward pass per channel: they are the ones with ``quick_options`` (the
+    report's, e.g. Score-CAM's ``top_k``), and run as jobs, with those options.
     """
-    canonical = method_class(name).name
-    return canonical, canonical in FAST_OPTIONS
+    cls = method_class(name)
+    return cls.name, bool(cls.quick_options)
 
 
 def check_cam_layer(model: Model, layer: str | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ...cam import FAST_OPTIONS, METHODS
+from ...cam import METHODS
 from ...filters import RECIPES
 from ...images import SAMPLES
 from ..schemas import LayerRow, ModelsAnswer, Sample
@@ -18,7 +18,8 @@ async def list_models(explorer: ExplorerDep) -> ModelsAnswer:
     """The served models (described once, at startup), CAM methods, filter recipes, limits."""
     return ModelsAnswer(
         models=[slot.facts for slot in explorer.slots.values()],
-        cam_methods=list(METHODS), cam_jobs=[m for m in METHODS if m in FAST_OPTIONS],
+        cam_methods=list(METHODS),
+        cam_jobs=[name for name, cls in METHODS.items() if cls.quick_options],
         filter_recipes=list(RECIPES), max_upload_bytes=explorer.max_upload_bytes,
     )
 
