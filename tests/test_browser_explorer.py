@@ -139,3 +139,12 @@ def test_filter_gallery_with_progress_on_a_second_model(page: Page):
     w, h = natural_size(page, "#filters-image")
     assert w == 4 * h + 3 * 5  # four square filters, 5 px margins
     expect(page.locator("#filters-note")).to_contain_text("channels 0–3")
+
+
+def test_score_cam_runs_as_a_job_from_the_page(page: Page, server):
+    page.click("#samples button >> text=coffee")
+    expect(page.locator("#cam-caption")).to_contain_text("gradcam · espresso")
+    page.select_option("#cam-method", "scorecam")
+    expect(page.locator("#cam-caption")).to_contain_text("scorecam · espresso")
+    assert any(j.kind == "cam" and j.params["method"] == "scorecam" and j.status == "done"
+               for j in server.app.state.jobs.snapshot())

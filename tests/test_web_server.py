@@ -19,7 +19,7 @@ from torch import nn
 
 import convlens as cl
 from convlens.web import BackgroundServer
-from convlens.web.jobs import FilterJobs
+from convlens.web.jobs import JobQueue
 from convlens.web.slots import ModelSlot
 from convlens.web.store import LRU, ImageStore
 
@@ -317,14 +317,15 @@ def test_model_lock_is_the_one_the_explorer_holds(server, client, tiny):
 
 
 def test_stopping_cancels_a_running_filter_job(tiny):
-    jobs = FilterJobs()
-    job = jobs.submit(ModelSlot("tiny", tiny), tiny.layer("3"), "chollet", list(range(64)))
+    jobs, slot = JobQueue(), ModelSlot("tiny", tiny)
+    job = jobs.submit("k", "filters", "tiny", {}, total=64 * 30, work=lambda job: (
+        slot.filter_gallery("3", "chollet", list(range(64)), None, job.advance)))
     deadline = time.monotonic() + 60
     while job.done == 0 and job.status != "error" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert job.status == "running" and 0 < job.done < job.total
     jobs.close(timeout=30)
-    assert job.status == "error" and "cancelled" in job.error
-    assert not jobs._worker.is_alive()
+    assert job.status == "cancelled" and "stopping" in job.error
+    assert not jobs.alive
     with pytest.raises(cl.ConvlensError, match="stopping"):
-        jobs.submit(ModelSlot("tiny", tiny), tiny.layer("3"), "chollet", [0])
+        jobs.submit("k2", "filters", "tiny", {}, work=lambda job: ({}, None))

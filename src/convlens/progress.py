@@ -26,8 +26,16 @@ def _noop(steps: int = 1) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Advance]:
-    """A Rich progress bar; yields ``advance(n=1)``. Disabled bars cost nothing."""
+def progress_bar(
+    description: str, total: int, enabled: bool | Advance = True
+) -> Iterator[Advance]:
+    """A Rich progress bar; yields ``advance(n=1)``. Disabled bars cost nothing.
+
+    A callable ``enabled`` is yielded instead of a bar (a server reports a job's progress so).
+    """
+    if callable(enabled):
+        yield enabled
+        return
     if not enabled:
         yield _noop
         return

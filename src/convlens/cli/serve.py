@@ -10,12 +10,21 @@ from ..models import DEFAULT_MODEL
 from .common import add_model_option, model_from_args
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("serve", help="start the explorer, a local web app")
     add_model_option(parser, repeat=True)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (127.0.0.1: this machine only; 0.0.0.0: everyone)")
-    parser.add_argument("--port", type=int, default=8000, help="port (8000)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (8000)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME[:PORT]",
+                        help="another name the explorer is reached by (e.g. this machine's LAN "
+                        "name with --host 0.0.0.0); repeatable; '*' accepts any")
     parser.add_argument("--max-upload-mb", type=float, default=10.0,
                         help="largest accepted upload, in MB (10)")
     parser.set_defaults(func=run)
@@ -31,16 +40,22 @@ def _label(source: str, taken: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..web.server import serve
+        from ..web.server import bind, serve
     except ImportError as err:  # pragma: no cover - only without the web extra
         raise ConvlensError(
             f"the explorer needs FastAPI and uvicorn ({err.name} is missing); "
             "pip install 'convlens[web]'"
         ) from None
-    models: dict = {}
-    for source in args.model or [DEFAULT_MODEL]:
-        models[_label(source, models)] = model_from_args(args, source)
-    print(f"convlens explorer: http://{args.host}:{args.port}/  (Ctrl+C to stop)")
-    serve(models, host=args.host, port=args.port,
-          max_upload_bytes=int(args.max_upload_mb * 2**20))
+    if not 0 < args.max_upload_mb < 2**20:
+        raise ConvlensError(f"--max-upload-mb is a size in MB above 0, not {args.max_upload_mb}")
+    sock = bind(args.host, args.port)  # a port in use is said now, before the models load
+    try:
+        models: dict = {}
+        for source in args.model or [DEFAULT_MODEL]:
+            models[_label(source, models)] = model_from_args(args, source)
+        serve(models, host=args.host, sock=sock, allowed_hosts=args.allowed_host,
+              max_upload_bytes=int(args.max_upload_mb * 2**20),
+              ready=lambda url: print(f"convlens explorer: {url}  (Ctrl+C to stop)", flush=True))
+    finally:
+        sock.close()
     return 0

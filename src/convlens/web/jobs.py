@@ -1,171 +1,204 @@
-"""Filter galleries computed in the background, with progress, and cached by what they show."""
+"""The explorer's job queue: heavy work (filter galleries, Score-CAM, Ablation-CAM) runs here.
+
+One background thread runs the jobs in order, so heavy work never holds up a request; the queue
+is bounded (``capacity`` jobs queued or running), a job can be cancelled, and the same request
+gets the same job (a finished one is its cached result).
+"""
 
 from __future__ import annotations
 
 import queue
 import secrets
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConvlensError
-from ..models import LayerInfo
-from ..render import to_png_bytes
-from .slots import ModelSlot
+from .workers import release_memory
 
-__all__ = ["FilterJob", "FilterJobs"]
+__all__ = ["Job", "JobCancelled", "JobQueue", "QueueFull"]
 
-#: Channels per model call: the model's lock is released between chunks, so other requests
-#: (predictions, grids) get their turn while a gallery is being computed.
-CHUNK = 8
-#: Filters per row of a gallery.
-PER_ROW = 8
+#: What a job's work returns: its facts, and a picture (PNG) or None.
+Output = tuple[dict[str, Any], bytes | None]
+ACTIVE = ("queued", "running")
 
 
 class JobCancelled(Exception):
-    """Raised from a job's progress callback to stop it (the explorer is shutting down)."""
+    """Raised from a job's progress callback to stop it."""
+
+
+class QueueFull(ConvlensError):
+    """The job queue holds ``capacity`` unfinished jobs (HTTP 429)."""
 
 
 @dataclass
-class FilterJob:
-    """One filter gallery: its status, progress (optimization steps) and result."""
+class Job:
+    """One job: what it computes (``params``), its status, progress and result."""
 
     id: str
+    kind: str
     model: str
-    layer: str
-    recipe: str
-    channels: list[int]
-    total: int
+    params: dict[str, Any]
+    total: int | None = None
     done: int = 0
     status: str = "queued"
     error: str | None = None
-    facts: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
     png: bytes | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: set once the worker is through with the job (run, failed, stopped or skipped)
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def advance(self, steps: int = 1) -> None:
+        """Progress callback of the work: counts steps, stops the work once cancelled."""
         if self.cancel.is_set():
-            raise JobCancelled(f"filter job {self.id} was cancelled: the explorer is stopping")
+            raise JobCancelled(f"job {self.id} was cancelled")
         with self.lock:
-            self.done = min(self.total, self.done + steps)
+            self.done += steps
+            if self.total is not None:
+                self.done = min(self.total, self.done)
 
     def describe(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "id": self.id, "model": self.model, "layer": self.layer, "recipe": self.recipe,
-                "channels": list(self.channels), "status": self.status, "done": self.done,
-                "total": self.total, "error": self.error, "result": self.facts,
+                "id": self.id, "kind": self.kind, "model": self.model, **self.params,
+                "status": self.status, "done": self.done, "total": self.total,
+                "error": self.error, "result": self.result,
                 "grid": f"/api/jobs/{self.id}/grid.png" if self.png is not None else None,
             }
 
+    def _finish(self, status: str, error: str | None = None, output: Output | None = None) -> None:
+        with self.lock:
+            if self.status == "cancelled":
+                return  # cancelled while it ran: its result is dropped
+            self.status, self.error = status, error
+            if output is not None:
+                self.result, self.png = output
+                if self.total is not None:
+                    self.done = self.total
 
-class FilterJobs:
-    """Runs filter jobs one at a time in a background thread; same request, same job."""
 
-    def __init__(self, capacity: int = 64):
-        self._jobs: dict[str, FilterJob] = {}
-        self._by_request: dict[tuple[Any, ...], str] = {}
+class JobQueue:
+    """Runs jobs one at a time in a background thread; at most ``capacity`` unfinished."""
+
+    def __init__(self, capacity: int = 8, keep: int = 64):
+        self.capacity = capacity
+        self.keep = keep
+        self._jobs: dict[str, Job] = {}
+        self._by_key: dict[Hashable, str] = {}
+        self._work: dict[str, Callable[[Job], Output]] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[FilterJob, ModelSlot, int | None] | None] = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._closed = threading.Event()
-        self.capacity = capacity
 
-    def get(self, job_id: str) -> FilterJob | None:
+    def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def submit(
-        self, slot: ModelSlot, layer: LayerInfo, recipe: str, channels: list[int],
-        steps: int | None = None,
-    ) -> FilterJob:
-        """The job for this gallery: a cached or running one, or a new one."""
-        from ..filters.recipes import get_recipe
-
-        key = (slot.name, layer.name, recipe, tuple(channels), steps)
-        if self._closed.is_set():
-            raise ConvlensError("the explorer is stopping; no new filter jobs")
+    def __len__(self) -> int:
         with self._lock:
-            existing = self._jobs.get(self._by_request.get(key, ""))
-            if existing is not None and existing.status != "error":
+            return len(self._jobs)
+
+    def snapshot(self) -> list[Job]:
+        """The jobs it knows (unfinished, and recent finished ones), oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def submit(
+        self, key: Hashable, kind: str, model: str, params: dict[str, Any],
+        work: Callable[[Job], Output], total: int | None = None,
+    ) -> Job:
+        """The job for ``key``: a cached or unfinished one, or a new one running ``work(job)``."""
+        if self._closed.is_set():
+            raise ConvlensError("the explorer is stopping; no new jobs")
+        with self._lock:
+            existing = self._jobs.get(self._by_key.get(key, ""))
+            if existing is not None and existing.status in (*ACTIVE, "done"):
                 return existing
-            per_chunk = steps if steps is not None else get_recipe(recipe).steps
-            job = FilterJob(
-                id=secrets.token_urlsafe(12), model=slot.name, layer=layer.name, recipe=recipe,
-                channels=channels, total=per_chunk * -(-len(channels) // CHUNK),
-            )
+            active = sum(job.status in ACTIVE for job in self._jobs.values())
+            if active >= self.capacity:
+                raise QueueFull(
+                    f"the job queue is full ({active} jobs queued or running); wait for one to "
+                    "finish or cancel one with DELETE /api/jobs/ID"
+                )
+            job = Job(id=secrets.token_urlsafe(12), kind=kind, model=model, params=params,
+                      total=total)
             self._jobs[job.id] = job
-            self._by_request[key] = job.id
+            self._by_key[key] = job.id
+            self._work[job.id] = work
             self._forget_old()
-        self._queue.put((job, slot, steps))
+        self._queue.put(job)
         self._start_worker()
         return job
 
-    def _start_worker(self) -> None:
-        with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                # A daemon thread: stopping the server never waits for a gallery to finish.
-                self._worker = threading.Thread(
-                    target=self._work, daemon=True, name="convlens-filters"
-                )
-                self._worker.start()
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            self._run(*item)
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job (a running one stops at its next step)."""
+        job = self.get(job_id)
+        if job is not None:
+            job.cancel.set()
+            with job.lock:
+                if job.status in ACTIVE:
+                    job.status, job.error = "cancelled", "cancelled by a request"
+        return job
 
     def close(self, timeout: float = 10.0) -> None:
-        """Cancel the running and queued jobs and wait (``timeout`` s) for the worker to stop."""
+        """Cancel every unfinished job and wait (``timeout`` s) for the worker to stop."""
         self._closed.set()
         with self._lock:
-            for job in self._jobs.values():
-                job.cancel.set()
-            worker = self._worker
+            jobs, worker = list(self._jobs.values()), self._worker
+        for job in jobs:
+            job.cancel.set()
+            with job.lock:
+                if job.status in ACTIVE:
+                    job.status, job.error = "cancelled", "the explorer is stopping"
         self._queue.put(None)
         if worker is not None:
             worker.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._worker is not None and self._worker.is_alive()
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                # A daemon thread: stopping the server never waits for a job to finish.
+                self._worker = threading.Thread(target=self._loop, daemon=True,
+                                                name="convlens-jobs")
+                self._worker.start()
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            with self._lock:
+                work = self._work.pop(job.id)
+            self._run(job, work)
+            release_memory()  # a heavy job's peak goes back to the system
+
     def _forget_old(self) -> None:
-        finished = [j for j in self._jobs.values() if j.status in ("done", "error")]
-        for job in finished[: max(0, len(self._jobs) - self.capacity)]:
+        finished = [j for j in self._jobs.values() if j.status not in ACTIVE]
+        for job in finished[: max(0, len(self._jobs) - self.keep)]:
             del self._jobs[job.id]
-            self._by_request = {k: v for k, v in self._by_request.items() if v != job.id}
+            self._by_key = {k: v for k, v in self._by_key.items() if v != job.id}
 
-    def _run(self, job: FilterJob, slot: ModelSlot, steps: int | None) -> None:
-        from ..filters import FilterResult, filter_grid
-
-        job.status = "running"
-        parts: list[FilterResult] = []
+    @staticmethod
+    def _run(job: Job, work: Callable[[Job], Output]) -> None:
         try:
-            job.advance(0)  # a job cancelled while queued stops here
-            for start in range(0, len(job.channels), CHUNK):
-                chunk = job.channels[start : start + CHUNK]
-                options: dict[str, Any] = {"channels": chunk, "recipe": job.recipe,
-                                           "progress": job.advance}
-                if steps is not None:
-                    options["steps"] = steps
-                parts.append(slot.call(lambda o=options: slot.model.filters(job.layer, **o)))
-            images = np.concatenate([p.images for p in parts])
-            quality = np.concatenate([p.quality for p in parts])
-            activation = np.concatenate([p.activation for p in parts])
-            png = to_png_bytes(filter_grid(images, per_row=PER_ROW))
-            facts = {
-                "layer": job.layer, "recipe": job.recipe, "channels": job.channels,
-                "size": list(images.shape[1:3]), "per_row": PER_ROW,
-                "activation": [_number(v) for v in activation],
-                "quality": [_number(v) for v in quality],
-            }
             with job.lock:
-                job.png, job.facts, job.done, job.status = png, facts, job.total, "done"
+                if job.status != "queued":
+                    return  # cancelled while queued
+                job.status = "running"
+            job.advance(0)
+            output = work(job)
+        except JobCancelled:
+            job._finish("cancelled", "cancelled")
         except Exception as err:  # reported to the page, which shows it
             message = str(err) if isinstance(err, ConvlensError) else f"{type(err).__name__}: {err}"
-            with job.lock:
-                job.status, job.error = "error", message
-
-
-def _number(value: Any) -> float | None:
-    value = float(value)
-    return round(value, 4) if np.isfinite(value) else None
+            job._finish("error", message)
+        else:
+            job._finish("done", output=output)
+        finally:
+            job.finished.set()

@@ -20,7 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageError
 from ..images import load_image
 
-__all__ = ["LRU", "ImageStore", "StoredImage", "UploadTooLarge", "decode_upload"]
+__all__ = [
+    "LRU", "ImageStore", "StoredImage", "UploadTooLarge", "decode_upload", "too_large",
+]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -33,6 +35,11 @@ MAX_SIDE = 1024
 
 class UploadTooLarge(ImageError):
     """An upload over the size limit (bytes or pixels)."""
+
+
+def too_large(limit: int) -> str:
+    """The message for an upload over ``limit`` bytes."""
+    return f"the upload is over the {limit / 2**20:.0f} MB limit; upload a smaller image"
 
 
 class LRU(Generic[K, V]):
@@ -90,6 +97,9 @@ class ImageStore:
 
     def get(self, image_id: str) -> StoredImage | None:
         return self._images.get(image_id)
+
+    def __len__(self) -> int:
+        return len(self._images)
 
 
 def _bounded(pixels: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, image: null, layers: [], predictions: [], layerFacts: null };
+const state = { model: null, image: null, layers: [], predictions: [], layerFacts: null, camJobs: [] };
 // Each panel numbers its requests; an answer that is no longer the latest is dropped.
 const latest = {};
 function ticket(panel) { latest[panel] = (latest[panel] || 0) + 1; return latest[panel]; }
@@ -53,6 +53,7 @@ async function start() {
     for (const m of facts.models) option($("model-select"), m.name, m.name);
     for (const name of facts.cam_methods) option($("cam-method"), name, name, name === "gradcam");
     for (const name of facts.filter_recipes) option($("filters-recipe"), name, name, name === "chollet");
+    state.camJobs = facts.cam_jobs;
     $("limit").textContent = Math.round(facts.max_upload_bytes / 1048576);
     state.models = facts.models;
     const samples = await api("/api/samples");
@@ -166,8 +167,26 @@ async function loadCam() {
   const method = $("cam-method").value, target = $("cam-class").value;
   for (const li of $("predictions").children) li.classList.toggle("on", li.dataset.index === target);
   $("cam-caption").textContent = "computing " + method + "…";
-  const query = "/cam?method=" + encodeURIComponent(method) + (target ? "&target=" + target : "");
-  const facts = await api(withModel(imagePath(query)));
+  let facts;
+  if (state.camJobs.includes(method)) {
+    // One forward pass per channel: a job in the explorer's queue, polled, cancelled if replaced.
+    let job = await api(imagePath("/cam"), {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ method: method, target: target ? Number(target) : null, model: state.model }),
+    });
+    while (job.status === "queued" || job.status === "running") {
+      if (!current("cam", n)) { fetch("/api/jobs/" + encodeURIComponent(job.id), { method: "DELETE" }); return; }
+      $("cam-caption").textContent = "computing " + method + "… (" + job.status
+        + (job.done ? ", step " + job.done : "") + ")";
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      job = await api("/api/jobs/" + encodeURIComponent(job.id));
+    }
+    if (job.status !== "done") throw new Error(job.error || method + " was " + job.status);
+    facts = job.result;
+  } else {
+    const query = "/cam?method=" + encodeURIComponent(method) + (target ? "&target=" + target : "");
+    facts = await api(withModel(imagePath(query)));
+  }
   if (!current("cam", n)) return;
   const img = $("cam-image");
   img.src = facts.image;
