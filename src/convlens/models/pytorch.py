@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..runtime import prefers_channels_last
 from .base import Model, Preprocess, resolve_preprocess
 
 _CONV = (nn.modules.conv._ConvNd,)
@@ -40,6 +41,7 @@ class TorchModel(Model):
     ``channels_last=True`` converts the network's 4-D weights to the channels-last memory format
     (in place) and feeds it channels-last inputs; on a CPU that makes depthwise-separable networks
     such as EfficientNet about 1.5x faster (the built-in model uses it). Results are unchanged.
+    ``None`` (the default): both formats are timed once, at first use, and the faster is kept.
     """
 
     framework = "torch"
@@ -54,10 +56,10 @@ class TorchModel(Model):
         input_size: tuple[int, int] = (224, 224),
         class_names: Sequence[str] | None = None,
         output: str = "logits",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
     ):
         network.eval()
-        self.channels_last = bool(channels_last)
+        self.channels_last = channels_last  # None: measured at first use (runtime.py)
         if self.channels_last:
             network.to(memory_format=torch.channels_last)
         super().__init__(
@@ -82,6 +84,8 @@ class TorchModel(Model):
 
     def _to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
         # (N, H, W, C) permuted to NCHW already has channels-last strides: no copy then.
+        if self.channels_last is None:
+            self.channels_last = prefers_channels_last(self.network, x.permute(0, 3, 1, 2))
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.permute(0, 3, 1, 2).contiguous(memory_format=layout)
 

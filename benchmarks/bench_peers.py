@@ -1,0 +1,294 @@
+"""convlens against torch-cam and Captum: Grad-CAM family per image, one process per library.
+
+What runs: Grad-CAM, Grad-CAM++, XGrad-CAM and LayerCAM (torch-cam has all four; Captum has
+``LayerGradCam`` only) on ResNet-50 (random weights, torchvision's layout, built in
+``benchmarks/models.py``) and the default model (EfficientNet-Lite0), at batch 1, 8 and 32.
+Every library gets the same ``nn.Module`` (built in its process the same way, same seed, in the
+memory format convlens chooses for it) and the same network input; every call includes the
+library's own post-processing up to heatmaps at the image size in [0, 1] as NumPy arrays:
+
+- convlens: ``model.cam(pixels, method=...)`` from 0..255 pixels (so its preprocessing too);
+- torch-cam: forward with autograd, ``extractor(class_idx=top-1, scores)`` (its normalized maps
+  at the layer's size), bilinear ``F.interpolate`` to the image size, min-max per map;
+- Captum: ``LayerGradCam.attribute(x, target, relu_attributions=True)``,
+  ``LayerAttribution.interpolate`` (bilinear), division by each map's max. Captum needs the
+  target before its pass: the top-1 classes are given to it, worked out outside the timing.
+
+How: each library runs in a worker process of its own (no shared allocator state, imports or
+hooks) with the default C allocator, as a notebook has it. The parent drives the workers in
+turn, one call at a time, so only one computes at any moment; a round is one call of each
+(library, method), the order of the libraries turning every round. Per cell: the median time
+per image, and convlens / best peer as the median over rounds of the paired ratio (convlens's
+call / the fastest peer's call of the same round: a slow spell of a shared machine hits both).
+Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
+``/proc/self/clear_refs``) during one Grad-CAM call at batch 8.
+
+Run: ``python -m benchmarks.bench_peers`` (or ``make bench``; the peers come with
+``pip install -e '.[bench]'``). Without torch-cam or Captum the comparison is skipped.
+
+Notes on batch cost (what issue 15 found; figures in README's Speed section):
+
+- A forward pass allocates and frees the same big activation tensors on every call. glibc's
+  malloc serves blocks above its mmap threshold (128 kB, rising with frees up to 32 MB) with a
+  fresh ``mmap`` and unmaps them on free, so every call page-faults (and the kernel zeroes)
+  its working set again. Minor faults per image of a no-grad forward (``ru_minflt``), default
+  glibc: EfficientNet-Lite0 b1 0, b8 ~2,400, b32 ~13,700; ResNet-50 b1 ~1,500, b8 ~7,300,
+  b32 ~24,000. With freed memory kept (``runtime.tune_allocator``): 0 at b1 and b8. An
+  autograd forward faults more (every activation is kept, ~10,000-18,000 per image at b8);
+  ``torch.inference_mode`` faults like ``no_grad``: the grad mode is not the cause, the
+  allocator is.
+- Blocks above 32 MB are always mapped afresh (b32: ResNet-50's first layers are 100 MB), so
+  big batches run in chunks no larger than :data:`convlens.runtime.CHUNK_BYTES` per block.
+- Why not a scoped ``mallopt``: glibc's ``mallopt`` cannot be read back, and any call to it
+  (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches off the dynamic mmap threshold for the
+  rest of the process (``mp_.no_dyn_threshold = 1``): "restoring" after a call would leave the
+  process with a different allocator than it had. Process-wide tuning stays opt-in
+  (``runtime.tune_allocator()``; the ``convlens`` command calls it for itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam")
+BATCHES = (1, 8, 32)
+MODELS = ("resnet50", "efficientnet_lite0")
+PEERS = {"torchcam": "torchcam", "captum": "captum"}  # library -> module to look for
+#: rounds per batch size (a batch of 32 of ResNet-50 takes seconds a call)
+ROUNDS = {1: 9, 8: 7, 32: 5}
+#: the layer every library explains: the one convlens picks by default, by module name
+PEER_LAYER = {"resnet50": "layer4", "efficientnet_lite0": "_swish"}  # _swish's 2nd call: head
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- worker side -------------------------------------------------------------------------------
+def _model(name: str):
+    import convlens as cl
+
+    from .models import resnet50
+
+    model = cl.load_model(resnet50(), name="resnet50") if name == "resnet50" else cl.load_model()
+    return model
+
+
+def _pixels(batch: int) -> torch.Tensor:
+    import convlens as cl
+
+    names = list(cl.SAMPLES)
+    images = cl.load_images([names[i % len(names)] for i in range(batch)], size=(224, 224),
+                            interpolation="bilinear")
+    return torch.from_numpy(images)
+
+
+def _to_unit(maps: torch.Tensor, shift: bool) -> np.ndarray:
+    """(N, h, w) → (N, 224, 224) bilinear, then per map to [0, 1] (min-max or max)."""
+    up = F.interpolate(maps[:, None], size=(224, 224), mode="bilinear", align_corners=False)[:, 0]
+    if shift:
+        up = up - up.amin(dim=(1, 2), keepdim=True)
+    return (up / up.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).detach().numpy()
+
+
+def _calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """One call per method, the library's own way, from pixels (convlens) or network input."""
+    if library == "convlens":
+        return {m: (lambda m=m: model.cam(pixels, method=m)) for m in METHODS}
+    net = model.network
+    x = model.prepare(model.to_pixels(pixels))
+    layer = PEER_LAYER[model.name]
+    if library == "torchcam":
+        from torchcam import methods as tc
+
+        classes = {"gradcam": tc.GradCAM, "gradcam++": tc.GradCAMpp,
+                   "xgradcam": tc.XGradCAM, "layercam": tc.LayerCAM}
+
+        def torchcam_call(cls: type) -> np.ndarray:
+            with cls(net, target_layer=layer) as extractor:
+                scores = net(x)
+                cams = extractor(scores.argmax(dim=1).tolist(), scores)
+            return _to_unit(cams[0], shift=True)
+
+        return {m: (lambda c=c: torchcam_call(c)) for m, c in classes.items()}
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    with torch.no_grad():
+        targets = net(x).argmax(dim=1).tolist()  # Captum takes the target before its pass
+    explainer = LayerGradCam(net, dict(net.named_modules())[layer])
+
+    def captum_call() -> np.ndarray:
+        attr = explainer.attribute(x, target=targets, relu_attributions=True)
+        up = LayerAttribution.interpolate(attr, (224, 224), interpolate_mode="bilinear")[:, 0]
+        return (up / up.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).detach().numpy()
+
+    return {"gradcam": captum_call}
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _peak_rise(call: Callable[[], object]) -> float | None:
+    """MB by which one call raises the process's peak RSS (None where it cannot be reset)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return None
+    before = _status("VmRSS")
+    call()
+    return (_status("VmHWM") - before) / 2**20
+
+
+def worker(library: str) -> None:
+    """Answer JSON commands on stdin, one line each: setup, time, memory, quit."""
+    torch.manual_seed(0)
+    models: dict[str, Any] = {}
+    calls: dict[str, Callable[[], object]] = {}
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        reply: dict[str, Any] = {}
+        if cmd["cmd"] == "setup":
+            if cmd["model"] not in models:
+                models[cmd["model"]] = _model(cmd["model"])
+            calls = _calls(library, models[cmd["model"]], _pixels(cmd["batch"]))
+            for call in calls.values():  # warm-up: first-call costs, allocator state
+                call()
+            reply = {"methods": list(calls)}
+        elif cmd["cmd"] == "time":
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start = time.perf_counter()
+            calls[cmd["method"]]()
+            reply = {"seconds": time.perf_counter() - start,
+                     "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
+        elif cmd["cmd"] == "memory":
+            reply = {"mb": _peak_rise(calls["gradcam"])}
+        elif cmd["cmd"] == "quit":
+            return
+        print(json.dumps(reply), flush=True)
+
+
+# -- parent side -------------------------------------------------------------------------------
+class Worker:
+    def __init__(self, library: str):
+        self.library = library
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_peers", "--worker", library], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(cmd) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.library} worker stopped (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.ask_quit()
+
+    def ask_quit(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def compare(model: str, batch: int, workers: list[Worker]) -> tuple[dict, dict]:
+    """Times per image {(library, method): [s]} and paired convlens/best-peer ratios per method."""
+    methods = {w.library: w.ask(cmd="setup", model=model, batch=batch)["methods"] for w in workers}
+    times: dict[tuple[str, str], list[float]] = {
+        (lib, m): [] for lib, ms in methods.items() for m in ms
+    }
+    for round_ in range(ROUNDS[batch]):
+        shift = round_ % len(workers)
+        for w in workers[shift:] + workers[:shift]:
+            for method in methods[w.library]:
+                seconds = w.ask(cmd="time", method=method)["seconds"]
+                times[(w.library, method)].append(seconds / batch)
+    ratios = {}
+    for method in METHODS:
+        peers = [times[(lib, method)] for lib in methods if lib != "convlens"
+                 and (lib, method) in times]
+        if peers:
+            best = [min(ts) for ts in zip(*peers)]
+            ratios[method] = statistics.median(
+                c / b for c, b in zip(times[("convlens", method)], best))
+    return times, ratios
+
+
+def main() -> None:
+    missing = [lib for lib, module in PEERS.items() if find_spec(module) is None]
+    if missing:
+        print(f"bench_peers: skipped, {' and '.join(missing)} not installed "
+              "(pip install -e '.[bench]')")
+        return
+    from .timing import setting
+
+    print(f"bench_peers: {setting(tune=False)}; one worker process per library, "
+          "default glibc malloc in each")
+    libraries = ["convlens", *PEERS]
+    workers = [Worker(lib) for lib in libraries]
+    try:
+        rows, gains, memory = [], [], []
+        for model in MODELS:
+            per_image: dict[tuple[str, int], float] = {}
+            for batch in BATCHES:
+                times, ratios = compare(model, batch, workers)
+                for method in METHODS:
+                    ms = {lib: 1000 * statistics.median(times[(lib, method)])
+                          for lib in libraries if (lib, method) in times}
+                    per_image[(method, batch)] = ms["convlens"]
+                    rows.append((model, method, batch, ms, ratios[method]))
+                if batch == 8:
+                    memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
+                                           for w in workers}))
+            for method in METHODS:
+                gains.append((model, method, per_image[(method, 8)] / per_image[(method, 1)],
+                              per_image[(method, 32)] / per_image[(method, 1)]))
+    finally:
+        for w in workers:
+            w.close()
+    print("\nms per image (median over rounds); ratio: convlens / best peer, median paired")
+    print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
+          + f"{'ratio':>8}")
+    for model, method, batch, ms, ratio in rows:
+        cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
+        print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}")
+    worst = max(r[4] for r in rows)
+    print(f"worst convlens / best peer: {worst:.2f} ({'ok' if worst <= 1.0 else 'MISSED'})")
+    print("\nconvlens per image, batch 8 / batch 1 and batch 32 / batch 1")
+    for model, method, b8, b32 in gains:
+        print(f"{model:<20}{method:<11}{b8:>6.2f}{b32:>7.2f}  {'ok' if b8 <= 1.0 else 'MISSED'}")
+    print("\nPeak RSS rise of one Grad-CAM call, batch 8 (MB)")
+    for model, mbs in memory:
+        print(f"{model:<20}" + "  ".join(
+            f"{lib} {'n/a' if mb is None else f'+{mb:.0f}'}" for lib, mb in mbs.items()))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+    else:
+        main()
