@@ -37,13 +37,20 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   autograd forward faults more (every activation is kept, ~10,000-18,000 per image at b8);
   ``torch.inference_mode`` faults like ``no_grad``: the grad mode is not the cause, the
   allocator is.
-- Blocks above 32 MB are always mapped afresh (b32: ResNet-50's first layers are 100 MB), so
-  big batches run in chunks no larger than :data:`convlens.runtime.CHUNK_BYTES` per block.
-- Why not a scoped ``mallopt``: glibc's ``mallopt`` cannot be read back, and any call to it
-  (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches off the dynamic mmap threshold for the
-  rest of the process (``mp_.no_dyn_threshold = 1``): "restoring" after a call would leave the
-  process with a different allocator than it had. Process-wide tuning stays opt-in
-  (``runtime.tune_allocator()``; the ``convlens`` command calls it for itself).
+- Blocks above 32 MB (glibc's ceiling for the dynamic threshold) are always mapped afresh: at
+  b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faults ~34,000 pages
+  per image (b8: ~5,900). Running a big batch in chunks whose blocks stay under 32 MB would cut
+  that (not done here: the batching lives in cam/).
+- Why not a scoped ``mallopt`` around each call: glibc's ``mallopt`` cannot be read back, and
+  any call to it (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches the dynamic mmap threshold
+  off for the rest of the process (``mp_.no_dyn_threshold = 1``), so "restoring" leaves the
+  process with another allocator than it had. Measured too: set on entry, restored and
+  ``malloc_trim(0)`` on exit, a Grad-CAM call faulted *more* at b8 than the default (ResNet-50
+  ~7,000 vs ~5,900 pages per image, EfficientNet-Lite0 ~7,000 vs ~4,700: the trim hands back
+  what glibc's own dynamic threshold would have kept); restored without the trim, it faulted
+  0, but only because the process then keeps its peak memory, which is tune_allocator's
+  lasting effect by another name. Process-wide tuning therefore stays opt-in
+  (``runtime.tune_allocator()``; the ``convlens`` command applies it for itself).
 """
 
 from __future__ import annotations
@@ -157,7 +164,16 @@ def _peak_rise(call: Callable[[], object]) -> float | None:
 
 
 def worker(library: str) -> None:
-    """Answer JSON commands on stdin, one line each: setup, time, memory, quit."""
+    """Answer JSON commands on stdin, one line each: setup, time, memory, quit.
+
+    ``library`` is convlens, torchcam or captum; ``convlens+malloc`` is convlens in a process
+    whose glibc malloc is tuned (``runtime.tune_allocator``; bench_clever compares the two).
+    """
+    if library == "convlens+malloc":
+        from convlens.runtime import tune_allocator
+
+        tune_allocator()
+        library = "convlens"
     torch.manual_seed(0)
     models: dict[str, Any] = {}
     calls: dict[str, Callable[[], object]] = {}

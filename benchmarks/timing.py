@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from convlens import runtime
 from convlens.runtime import tune_allocator
 
 
@@ -16,7 +17,9 @@ def setting(tune: bool = True) -> str:
     """Describe the machine in one line; with ``tune``, first apply the ``convlens`` command's
     process settings (both sides of every ratio run in this process, with the same allocator).
     """
-    allocator = "glibc malloc tuned" if tune and tune_allocator() else "this process's malloc"
+    if tune:
+        tune_allocator()
+    allocator = "glibc malloc tuned" if runtime._tuned else "default malloc"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     return (f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
             f"{allocator} (convlens.runtime), load average {os.getloadavg()[0]:.1f}")

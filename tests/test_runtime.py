@@ -53,13 +53,24 @@ def _convnet() -> torch.nn.Module:
     ).eval()
 
 
+class Counted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
 def _is_channels_last(network: torch.nn.Module) -> bool:
     weight = next(p for p in network.parameters() if p.ndim == 4)
     return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def _timings(monkeypatch, channels_last_seconds: float, contiguous_seconds: float = 0.010):
-    """Fake forward times by the network's memory format."""
+    """Fake forward times by the network's memory format (tiny networks are probed too)."""
+    monkeypatch.setattr(runtime, "PROBE_MIN_PARAMETERS", 0)
     def best_time(network, x, rounds):
         return channels_last_seconds if _is_channels_last(network) else contiguous_seconds
 
@@ -85,6 +96,10 @@ def test_probe_skips_small_flat_and_hooked_networks(monkeypatch):
     assert not _is_channels_last(net)
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 2))
     assert runtime.prefers_channels_last(mlp, x) is False
+    monkeypatch.undo()
+    counted = torch.nn.Sequential(Counted(), _convnet())
+    assert runtime.prefers_channels_last(counted, x) is False  # under a million parameters
+    assert counted[0].calls == 0  # decided without running it
     _timings(monkeypatch, 0.001)
     handle = net[0].register_forward_hook(lambda *args: None)
     assert runtime.prefers_channels_last(net, x) is None  # its hook would see the extra passes

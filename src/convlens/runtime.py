@@ -62,8 +62,10 @@ def tune_allocator(keep: int = 1 << 30) -> bool:
     return _tuned
 
 
-#: Probe settings: images per timed batch, timed runs per format, the gain that switches
-#: formats, and the forward time below which a network is too small to be worth probing.
+#: Probe settings: networks with fewer parameters are not probed (no extra forward pass: the
+#: format hardly matters there); images per timed batch; timed runs per format; the gain that
+#: switches formats; the forward time below which the second format is not tried.
+PROBE_MIN_PARAMETERS = 1_000_000
 PROBE_BATCH = 4
 PROBE_ROUNDS = 2
 PROBE_GAIN = 1.05
@@ -99,10 +101,13 @@ def prefers_channels_last(network: torch.nn.Module, example: torch.Tensor) -> bo
     faster and gives the same output (``allclose``); the network is left in the chosen format
     (weights converted in place). None, leaving the network as it was: not measurable now (a
     hook is registered, whose state the extra forward passes would disturb), so ask again later.
-    Networks without 4-D weights, and ones faster than :data:`PROBE_MIN_SECONDS` a batch, stay
-    contiguous without a second format being tried.
+    Networks without 4-D weights or under :data:`PROBE_MIN_PARAMETERS` parameters stay
+    contiguous without a forward pass; ones faster than :data:`PROBE_MIN_SECONDS` a batch,
+    without a second format tried.
     """
-    if example.ndim != 4 or not any(p.ndim == 4 for p in network.parameters()):
+    weights = list(network.parameters())
+    if (example.ndim != 4 or not any(p.ndim == 4 for p in weights)
+            or sum(p.numel() for p in weights) < PROBE_MIN_PARAMETERS):
         return False
     if _hooked(network):
         return None
