@@ -32,7 +32,8 @@ from .timing import interleaved_times, setting
 
 KEEP = 0.05  # the gain a part must show to stay
 #: where the parts live (the core is being reorganised: patch them wherever they are)
-MODULES = ("convlens.cam.core", "convlens.gradients", "convlens.cam.targets", "convlens.cam")
+MODULES = ("convlens.gradients", "convlens.cam.maps", "convlens.cam.core",
+           "convlens.cam.methods.scorecam")
 
 
 @contextlib.contextmanager
@@ -76,7 +77,7 @@ def switched(name: str, value: object, call: Callable[[], object]) -> Callable[[
 
 
 def gradient_parts(model: cl.Model, rows: list[tuple[str, str, str, float]]) -> None:
-    from convlens.cam import core
+    from convlens.cam.maps import upsample
 
     for batch in (1, 8):
         pixels = torch.from_numpy(_images(batch))
@@ -88,12 +89,12 @@ def gradient_parts(model: cl.Model, rows: list[tuple[str, str, str, float]]) -> 
                      paired_gain(call, switched("upsample", interpolate, call), rounds)))
     maps = torch.rand(8, 7, 7)
     rows.append((model.name, "cached upsampling matrices", "upsample alone, 8 maps",
-                 paired_gain(lambda: core.upsample(maps, (224, 224)),
+                 paired_gain(lambda: upsample(maps, (224, 224)),
                              lambda: interpolate(maps, (224, 224)), 51)))
 
 
 def score_cam_batches(model: cl.Model, rows: list[tuple[str, str, str, float]]) -> None:
-    from convlens.cam.batching import max_batch
+    from convlens.batching import max_batch
 
     image = _images(1)
     limit = max_batch(model, (224, 224))

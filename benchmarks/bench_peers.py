@@ -189,9 +189,9 @@ def worker(library: str) -> None:
             reply = {"methods": list(calls)}
         elif cmd["cmd"] == "time":
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             calls[cmd["method"]]()
-            reply = {"seconds": time.perf_counter() - start,
+            reply = {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
                      "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
         elif cmd["cmd"] == "memory":
             reply = {"mb": _peak_rise(calls["gradcam"])}
@@ -231,27 +231,33 @@ class Worker:
         self.process.wait(timeout=60)
 
 
-def compare(model: str, batch: int, workers: list[Worker]) -> tuple[dict, dict]:
-    """Times per image {(library, method): [s]} and paired convlens/best-peer ratios per method."""
+Samples = dict[tuple[str, str], list[dict[str, float]]]
+
+
+def compare(model: str, batch: int, workers: list[Worker]) -> Samples:
+    """Per (library, method), one sample per round: wall and CPU seconds and page faults."""
     methods = {w.library: w.ask(cmd="setup", model=model, batch=batch)["methods"] for w in workers}
-    times: dict[tuple[str, str], list[float]] = {
-        (lib, m): [] for lib, ms in methods.items() for m in ms
-    }
+    samples: Samples = {(lib, m): [] for lib, ms in methods.items() for m in ms}
     for round_ in range(ROUNDS[batch]):
         shift = round_ % len(workers)
         for w in workers[shift:] + workers[:shift]:
             for method in methods[w.library]:
-                seconds = w.ask(cmd="time", method=method)["seconds"]
-                times[(w.library, method)].append(seconds / batch)
-    ratios = {}
-    for method in METHODS:
-        peers = [times[(lib, method)] for lib in methods if lib != "convlens"
-                 and (lib, method) in times]
-        if peers:
-            best = [min(ts) for ts in zip(*peers)]
-            ratios[method] = statistics.median(
-                c / b for c, b in zip(times[("convlens", method)], best))
-    return times, ratios
+                samples[(w.library, method)].append(w.ask(cmd="time", method=method))
+    return samples
+
+
+def per_image(samples: Samples, key: str, batch: int) -> dict[tuple[str, str], float]:
+    """Median ``key`` (seconds, cpu, faults) per image of each (library, method)."""
+    return {cell: statistics.median(s[key] for s in runs) / batch
+            for cell, runs in samples.items()}
+
+
+def paired_ratio(samples: Samples, method: str, key: str = "seconds") -> float:
+    """Median over rounds of convlens's call / the fastest peer call of the same round."""
+    peers = [runs for (lib, m), runs in samples.items() if m == method and lib != "convlens"]
+    best = [min(s[key] for s in round_) for round_ in zip(*peers)]
+    return statistics.median(
+        s[key] / b for s, b in zip(samples[("convlens", method)], best))
 
 
 def main() -> None:
@@ -266,37 +272,46 @@ def main() -> None:
           "default glibc malloc in each")
     libraries = ["convlens", *PEERS]
     workers = [Worker(lib) for lib in libraries]
+    rows, memory = [], []
     try:
-        rows, gains, memory = [], [], []
         for model in MODELS:
-            per_image: dict[tuple[str, int], float] = {}
             for batch in BATCHES:
-                times, ratios = compare(model, batch, workers)
+                samples = compare(model, batch, workers)
+                wall = per_image(samples, "seconds", batch)
+                faults = per_image(samples, "faults", batch)
                 for method in METHODS:
-                    ms = {lib: 1000 * statistics.median(times[(lib, method)])
-                          for lib in libraries if (lib, method) in times}
-                    per_image[(method, batch)] = ms["convlens"]
-                    rows.append((model, method, batch, ms, ratios[method]))
+                    ms = {lib: 1000 * wall[(lib, method)] for lib in libraries
+                          if (lib, method) in wall}
+                    rows.append((model, method, batch, ms, paired_ratio(samples, method),
+                                 paired_ratio(samples, method, "cpu"),
+                                 faults[("convlens", method)], faults[("torchcam", method)]))
                 if batch == 8:
                     memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
                                            for w in workers}))
-            for method in METHODS:
-                gains.append((model, method, per_image[(method, 8)] / per_image[(method, 1)],
-                              per_image[(method, 32)] / per_image[(method, 1)]))
     finally:
         for w in workers:
             w.close()
-    print("\nms per image (median over rounds); ratio: convlens / best peer, median paired")
+    report(libraries, rows, memory)
+
+
+def report(libraries: list[str], rows: list[tuple], memory: list[tuple]) -> None:
+    print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
+          " paired ratios of wall time and of CPU time; page faults per image")
     print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
-          + f"{'ratio':>8}")
-    for model, method, batch, ms, ratio in rows:
+          + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}")
+    for model, method, batch, ms, ratio, cpu, ours, peer in rows:
         cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
-        print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}")
+        print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}{cpu:>7.2f}"
+              f"{ours:>9.0f}{peer:>9.0f}")
     worst = max(r[4] for r in rows)
     print(f"worst convlens / best peer: {worst:.2f} ({'ok' if worst <= 1.0 else 'MISSED'})")
-    print("\nconvlens per image, batch 8 / batch 1 and batch 32 / batch 1")
-    for model, method, b8, b32 in gains:
-        print(f"{model:<20}{method:<11}{b8:>6.2f}{b32:>7.2f}  {'ok' if b8 <= 1.0 else 'MISSED'}")
+    print("\nconvlens per image: batch 8 / batch 1, batch 32 / batch 1")
+    ms = {(r[0], r[1], r[2]): r[3]["convlens"] for r in rows}
+    for model, method, batch, *_ in rows:
+        if batch == 1:
+            b8, b32 = (ms[(model, method, b)] / ms[(model, method, 1)] for b in (8, 32))
+            print(f"{model:<20}{method:<11}{b8:>6.2f}{b32:>7.2f}  "
+                  f"{'ok' if b8 <= 1.0 else 'MISSED'}")
     print("\nPeak RSS rise of one Grad-CAM call, batch 8 (MB)")
     for model, mbs in memory:
         print(f"{model:<20}" + "  ".join(
