@@ -76,7 +76,7 @@ BATCHES = (1, 8, 32)
 MODELS = ("resnet50", "efficientnet_lite0")
 PEERS = {"torchcam": "torchcam", "captum": "captum"}  # library -> module to look for
 #: rounds per batch size (a batch of 32 of ResNet-50 takes seconds a call)
-ROUNDS = {1: 9, 8: 7, 32: 5}
+ROUNDS = {1: 7, 8: 5, 32: 3}
 #: the layer every library explains: the one convlens picks by default, by module name
 PEER_LAYER = {"resnet50": "layer4", "efficientnet_lite0": "_swish"}  # _swish's 2nd call: head
 ROOT = Path(__file__).resolve().parent.parent

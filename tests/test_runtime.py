@@ -112,11 +112,13 @@ def test_torch_model_decides_at_first_unhooked_use(monkeypatch):
     import convlens as cl
 
     _timings(monkeypatch, 0.001)
-    model = cl.load_model(_convnet(), input_size=(16, 16))
-    assert model.channels_last is None
-    model.layers()  # the trace runs with hooks: no probe yet
-    assert model.channels_last is None
+    net = _convnet()
+    handle = net[0].register_forward_hook(lambda *args: None)  # e.g. a user's own hook
+    model = cl.load_model(net, input_size=(16, 16))
     pixels = torch.rand(2, 16, 16, 3) * 255
+    model.logits(pixels)
+    assert model.channels_last is None  # not measured while hooked
+    handle.remove()
     logits = model.logits(pixels)
     assert model.channels_last is True and _is_channels_last(model.network)
     assert model.inputs(pixels).is_contiguous(memory_format=torch.channels_last)
