@@ -30,7 +30,9 @@ test: setup browser lint
 demo: setup
 	$(BIN)/convlens report chelsea coffee camera stereo_motorcycle --out $(OUT)/report --json
 
+# The peers (torch-cam, Captum) install beside the pinned torch for the benchmarks only.
 bench: setup
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:

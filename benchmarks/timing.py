@@ -9,15 +9,17 @@ from collections.abc import Callable
 
 import torch
 
+from convlens import runtime
 from convlens.runtime import tune_allocator
 
 
-def setting() -> str:
-    """Apply the ``convlens`` command's process settings and describe the machine in one line.
-
-    Both sides of every ratio run in this process, with the same allocator.
+def setting(tune: bool = True) -> str:
+    """Describe the machine in one line; with ``tune``, first apply the ``convlens`` command's
+    process settings (both sides of every ratio run in this process, with the same allocator).
     """
-    allocator = "glibc malloc tuned" if tune_allocator() else "default malloc"
+    if tune:
+        tune_allocator()
+    allocator = "glibc malloc tuned" if runtime._tuned else "default malloc"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     return (f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
             f"{allocator} (convlens.runtime), load average {os.getloadavg()[0]:.1f}")

@@ -43,3 +43,85 @@ def test_other_c_libraries_are_left_alone(monkeypatch):
     monkeypatch.setattr(runtime, "_tuned", None)
     monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("musl", "1.2"))
     assert runtime.tune_allocator() is False
+
+
+def _convnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    ).eval()
+
+
+class Counted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+def _is_channels_last(network: torch.nn.Module) -> bool:
+    weight = next(p for p in network.parameters() if p.ndim == 4)
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def _timings(monkeypatch, channels_last_seconds: float, contiguous_seconds: float = 0.010):
+    """Fake forward times by the network's memory format (tiny networks are probed too)."""
+    monkeypatch.setattr(runtime, "PROBE_MIN_PARAMETERS", 0)
+    def best_time(network, x, rounds):
+        return channels_last_seconds if _is_channels_last(network) else contiguous_seconds
+
+    monkeypatch.setattr(runtime, "_best_time", best_time)
+
+
+def test_channels_last_is_kept_only_when_clearly_faster(monkeypatch):
+    net, x = _convnet(), torch.rand(2, 3, 16, 16)
+    expected = net(x)
+    _timings(monkeypatch, 0.009)  # 1.11x faster
+    assert runtime.prefers_channels_last(net, x) is True
+    assert _is_channels_last(net)
+    assert torch.allclose(net(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-6)
+    _timings(monkeypatch, 0.0098)  # 2 % faster: not worth a switch
+    assert runtime.prefers_channels_last(net, x) is False
+    assert not _is_channels_last(net)
+
+
+def test_probe_skips_small_flat_and_hooked_networks(monkeypatch):
+    net, x = _convnet(), torch.rand(1, 3, 16, 16)
+    _timings(monkeypatch, 1e-5, contiguous_seconds=1e-4)
+    assert runtime.prefers_channels_last(net, x) is False  # too small to be worth a switch
+    assert not _is_channels_last(net)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 2))
+    assert runtime.prefers_channels_last(mlp, x) is False
+    monkeypatch.undo()
+    counted = torch.nn.Sequential(Counted(), _convnet())
+    assert runtime.prefers_channels_last(counted, x) is False  # under a million parameters
+    assert counted[0].calls == 0  # decided without running it
+    _timings(monkeypatch, 0.001)
+    handle = net[0].register_forward_hook(lambda *args: None)
+    assert runtime.prefers_channels_last(net, x) is None  # its hook would see the extra passes
+    assert not _is_channels_last(net)
+    handle.remove()
+    assert runtime.prefers_channels_last(net, x) is True
+
+
+def test_torch_model_decides_at_first_unhooked_use(monkeypatch):
+    import convlens as cl
+
+    _timings(monkeypatch, 0.001)
+    net = _convnet()
+    handle = net[0].register_forward_hook(lambda *args: None)  # e.g. a user's own hook
+    model = cl.load_model(net, input_size=(16, 16))
+    pixels = torch.rand(2, 16, 16, 3) * 255
+    model.logits(pixels)
+    assert model.channels_last is None  # not measured while hooked
+    handle.remove()
+    logits = model.logits(pixels)
+    assert model.channels_last is True and _is_channels_last(model.network)
+    assert model.inputs(pixels).is_contiguous(memory_format=torch.channels_last)
+    fixed = cl.load_model(_convnet(), input_size=(16, 16), channels_last=False)
+    assert torch.allclose(fixed.logits(pixels), logits, atol=1e-5)
+    assert fixed.channels_last is False and not _is_channels_last(fixed.network)

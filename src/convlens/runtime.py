@@ -1,4 +1,9 @@
-"""Process-wide speed settings for CPU inference (the ``convlens`` command applies them).
+"""Speed settings: the memory format a network runs fastest in, and glibc's malloc (opt-in).
+
+:func:`prefers_channels_last` times a network in both memory formats once and keeps the faster
+(``TorchModel`` asks it at first use unless told ``channels_last=``).
+
+:func:`tune_allocator` is process-wide and opt-in (the ``convlens`` command applies it):
 
 glibc's ``malloc`` serves every block above a size threshold (128 kB, adapting up to 32 MB) with
 a fresh ``mmap`` and gives it back to the system on ``free``. A forward pass allocates and frees
@@ -10,7 +15,11 @@ EfficientNet-Lite0 at batch 8 runs about 1.4x faster per image.
 
 The price is that the process keeps its peak memory until it exits (up to ``keep`` bytes of free
 memory at the heap's top are not returned). That suits a command-line run or a server; in a
-notebook, call :func:`tune_allocator` yourself if you want it.
+notebook, call :func:`tune_allocator` yourself if you want it. It is not applied per call:
+glibc's ``mallopt`` cannot be read back, and any call to it switches glibc's dynamic mmap
+threshold off for the rest of the process, so a "scoped" setting would not restore the
+allocator the process had (and, trimmed after each call, it faulted more than the default at
+batch 8; see benchmarks/bench_peers.py).
 """
 
 from __future__ import annotations
@@ -18,8 +27,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
+import time
 
-__all__ = ["tune_allocator"]
+import torch
+
+__all__ = ["prefers_channels_last", "tune_allocator"]
 
 # mallopt parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -48,3 +60,79 @@ def tune_allocator(keep: int = 1 << 30) -> bool:
         libc.mallopt(_M_TRIM_THRESHOLD, min(int(keep), 2**31 - 1))
     )
     return _tuned
+
+
+#: Probe settings: networks with fewer parameters are not probed (no extra forward pass: the
+#: format hardly matters there); images per timed batch; timed runs per format; the gain that
+#: switches formats; the forward time below which the second format is not tried.
+PROBE_MIN_PARAMETERS = 1_000_000
+PROBE_BATCH = 4
+PROBE_ROUNDS = 2
+PROBE_GAIN = 1.05
+PROBE_MIN_SECONDS = 2e-3
+
+
+def _hooked(network: torch.nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in network.modules())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_time(network: torch.nn.Module, x: torch.Tensor, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        _sync(x.device)
+        start = time.perf_counter()
+        network(x)
+        _sync(x.device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def prefers_channels_last(network: torch.nn.Module, example: torch.Tensor) -> bool | None:
+    """Whether ``network`` runs faster in the channels-last memory format, measured.
+
+    ``example`` is one NCHW network input (its first image is used). Times no-grad forwards of
+    :data:`PROBE_BATCH` images in both formats (a warm-up, then the best of
+    :data:`PROBE_ROUNDS`), and keeps channels-last only when it is :data:`PROBE_GAIN` times
+    faster and gives the same output (``allclose``); the network is left in the chosen format
+    (weights converted in place). None, leaving the network as it was: not measurable now (a
+    hook is registered, whose state the extra forward passes would disturb), so ask again later.
+    Networks without 4-D weights or under :data:`PROBE_MIN_PARAMETERS` parameters stay
+    contiguous without a forward pass; ones faster than :data:`PROBE_MIN_SECONDS` a batch,
+    without a second format tried.
+    """
+    weights = list(network.parameters())
+    if (example.ndim != 4 or not any(p.ndim == 4 for p in weights)
+            or sum(p.numel() for p in weights) < PROBE_MIN_PARAMETERS):
+        return False
+    if _hooked(network):
+        return None
+    try:
+        return _probe(network, example[:1].expand(PROBE_BATCH, *example.shape[1:]))
+    except Exception:  # the real forward pass will report it
+        network.to(memory_format=torch.contiguous_format)
+        return False
+
+
+def _probe(network: torch.nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad():
+        network.to(memory_format=torch.contiguous_format)
+        dense = x.contiguous()
+        expected = network(dense)
+        plain = _best_time(network, dense, PROBE_ROUNDS)
+        if plain < PROBE_MIN_SECONDS:
+            return False
+        network.to(memory_format=torch.channels_last)
+        last = x.contiguous(memory_format=torch.channels_last)
+        found = network(last)
+        faster = _best_time(network, last, PROBE_ROUNDS) * PROBE_GAIN <= plain
+        same = isinstance(expected, torch.Tensor) and isinstance(found, torch.Tensor) and (
+            torch.allclose(found, expected, rtol=1e-3, atol=1e-4))
+        if faster and same:
+            return True
+        network.to(memory_format=torch.contiguous_format)
+        return False

@@ -1,0 +1,325 @@
+"""convlens against torch-cam and Captum: Grad-CAM family per image, one process per library.
+
+What runs: Grad-CAM, Grad-CAM++, XGrad-CAM and LayerCAM (torch-cam has all four; Captum has
+``LayerGradCam`` only) on ResNet-50 (random weights, torchvision's layout, built in
+``benchmarks/models.py``) and the default model (EfficientNet-Lite0), at batch 1, 8 and 32.
+Every library gets the same ``nn.Module`` (built in its process the same way, same seed, in the
+memory format convlens chooses for it) and the same network input; every call includes the
+library's own post-processing up to heatmaps at the image size in [0, 1] as NumPy arrays:
+
+- convlens: ``model.cam(pixels, method=...)`` from 0..255 pixels (so its preprocessing too);
+- torch-cam: forward with autograd, ``extractor(class_idx=top-1, scores)`` (its normalized maps
+  at the layer's size), bilinear ``F.interpolate`` to the image size, min-max per map;
+- Captum: ``LayerGradCam.attribute(x, target, relu_attributions=True)``,
+  ``LayerAttribution.interpolate`` (bilinear), division by each map's max. Captum needs the
+  target before its pass: the top-1 classes are given to it, worked out outside the timing.
+
+How: each library runs in a worker process of its own (no shared allocator state, imports or
+hooks) with the default C allocator, as a notebook has it. The parent drives the workers in
+turn, one call at a time, so only one computes at any moment; a round is one call of each
+(library, method), the order of the libraries turning every round. Per cell: the median time
+per image, and convlens / best peer as the median over rounds of the paired ratio (convlens's
+call / the fastest peer's call of the same round: a slow spell of a shared machine hits both).
+Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
+``/proc/self/clear_refs``) during one Grad-CAM call at batch 8.
+
+Run: ``python -m benchmarks.bench_peers`` (or ``make bench``; the peers come with
+``pip install -e '.[bench]'``). Without torch-cam or Captum the comparison is skipped.
+
+Notes on batch cost (what issue 15 found; figures in README's Speed section):
+
+- A forward pass allocates and frees the same big activation tensors on every call. glibc's
+  malloc serves blocks above its mmap threshold (128 kB, rising with frees up to 32 MB) with a
+  fresh ``mmap`` and unmaps them on free, so every call page-faults (and the kernel zeroes)
+  its working set again. Minor faults per image of a no-grad forward (``ru_minflt``), default
+  glibc: EfficientNet-Lite0 b1 0, b8 ~2,400, b32 ~13,700; ResNet-50 b1 ~1,500, b8 ~7,300,
+  b32 ~24,000. With freed memory kept (``runtime.tune_allocator``): 0 at b1 and b8. An
+  autograd forward faults more (every activation is kept, ~10,000-18,000 per image at b8);
+  ``torch.inference_mode`` faults like ``no_grad``: the grad mode is not the cause, the
+  allocator is.
+- Blocks above 32 MB (glibc's ceiling for the dynamic threshold) are always mapped afresh: at
+  b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faults ~34,000 pages
+  per image (b8: ~5,900). Running a big batch in chunks whose blocks stay under 32 MB would cut
+  that (not done here: the batching lives in cam/).
+- Why not a scoped ``mallopt`` around each call: glibc's ``mallopt`` cannot be read back, and
+  any call to it (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches the dynamic mmap threshold
+  off for the rest of the process (``mp_.no_dyn_threshold = 1``), so "restoring" leaves the
+  process with another allocator than it had. Measured too: set on entry, restored and
+  ``malloc_trim(0)`` on exit, a Grad-CAM call faulted *more* at b8 than the default (ResNet-50
+  ~7,000 vs ~5,900 pages per image, EfficientNet-Lite0 ~7,000 vs ~4,700: the trim hands back
+  what glibc's own dynamic threshold would have kept); restored without the trim, it faulted
+  0, but only because the process then keeps its peak memory, which is tune_allocator's
+  lasting effect by another name. Process-wide tuning therefore stays opt-in
+  (``runtime.tune_allocator()``; the ``convlens`` command applies it for itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam")
+BATCHES = (1, 8, 32)
+MODELS = ("resnet50", "efficientnet_lite0")
+PEERS = {"torchcam": "torchcam", "captum": "captum"}  # library -> module to look for
+#: rounds per batch size (a batch of 32 of ResNet-50 takes seconds a call)
+ROUNDS = {1: 7, 8: 5, 32: 3}
+#: the layer every library explains: the one convlens picks by default, by module name
+PEER_LAYER = {"resnet50": "layer4", "efficientnet_lite0": "_swish"}  # _swish's 2nd call: head
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- worker side -------------------------------------------------------------------------------
+def _model(name: str):
+    import convlens as cl
+
+    from .models import resnet50
+
+    model = cl.load_model(resnet50(), name="resnet50") if name == "resnet50" else cl.load_model()
+    return model
+
+
+def _pixels(batch: int) -> torch.Tensor:
+    import convlens as cl
+
+    names = list(cl.SAMPLES)
+    images = cl.load_images([names[i % len(names)] for i in range(batch)], size=(224, 224),
+                            interpolation="bilinear")
+    return torch.from_numpy(images)
+
+
+def _to_unit(maps: torch.Tensor, shift: bool) -> np.ndarray:
+    """(N, h, w) → (N, 224, 224) bilinear, then per map to [0, 1] (min-max or max)."""
+    up = F.interpolate(maps[:, None], size=(224, 224), mode="bilinear", align_corners=False)[:, 0]
+    if shift:
+        up = up - up.amin(dim=(1, 2), keepdim=True)
+    return (up / up.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).detach().numpy()
+
+
+def _calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """One call per method, the library's own way, from pixels (convlens) or network input."""
+    if library == "convlens":
+        return {m: (lambda m=m: model.cam(pixels, method=m)) for m in METHODS}
+    net = model.network
+    x = model.prepare(model.to_pixels(pixels))
+    layer = PEER_LAYER[model.name]
+    if library == "torchcam":
+        from torchcam import methods as tc
+
+        classes = {"gradcam": tc.GradCAM, "gradcam++": tc.GradCAMpp,
+                   "xgradcam": tc.XGradCAM, "layercam": tc.LayerCAM}
+
+        def torchcam_call(cls: type) -> np.ndarray:
+            with cls(net, target_layer=layer) as extractor:
+                scores = net(x)
+                cams = extractor(scores.argmax(dim=1).tolist(), scores)
+            return _to_unit(cams[0], shift=True)
+
+        return {m: (lambda c=c: torchcam_call(c)) for m, c in classes.items()}
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    with torch.no_grad():
+        targets = net(x).argmax(dim=1).tolist()  # Captum takes the target before its pass
+    explainer = LayerGradCam(net, dict(net.named_modules())[layer])
+
+    def captum_call() -> np.ndarray:
+        attr = explainer.attribute(x, target=targets, relu_attributions=True)
+        up = LayerAttribution.interpolate(attr, (224, 224), interpolate_mode="bilinear")[:, 0]
+        return (up / up.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).detach().numpy()
+
+    return {"gradcam": captum_call}
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _peak_rise(call: Callable[[], object]) -> float | None:
+    """MB by which one call raises the process's peak RSS (None where it cannot be reset)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return None
+    before = _status("VmRSS")
+    call()
+    return (_status("VmHWM") - before) / 2**20
+
+
+def worker(library: str) -> None:
+    """Answer JSON commands on stdin, one line each: setup, time, memory, quit.
+
+    ``library`` is convlens, torchcam or captum; ``convlens+malloc`` is convlens in a process
+    whose glibc malloc is tuned (``runtime.tune_allocator``; bench_clever compares the two).
+    """
+    if library == "convlens+malloc":
+        from convlens.runtime import tune_allocator
+
+        tune_allocator()
+        library = "convlens"
+    torch.manual_seed(0)
+    models: dict[str, Any] = {}
+    calls: dict[str, Callable[[], object]] = {}
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        reply: dict[str, Any] = {}
+        if cmd["cmd"] == "setup":
+            if cmd["model"] not in models:
+                models[cmd["model"]] = _model(cmd["model"])
+            calls = _calls(library, models[cmd["model"]], _pixels(cmd["batch"]))
+            for call in calls.values():  # warm-up: first-call costs, allocator state
+                call()
+            reply = {"methods": list(calls)}
+        elif cmd["cmd"] == "time":
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            cpu, start = time.process_time(), time.perf_counter()
+            calls[cmd["method"]]()
+            reply = {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
+                     "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
+        elif cmd["cmd"] == "memory":
+            reply = {"mb": _peak_rise(calls["gradcam"])}
+        elif cmd["cmd"] == "quit":
+            return
+        print(json.dumps(reply), flush=True)
+
+
+# -- parent side -------------------------------------------------------------------------------
+class Worker:
+    def __init__(self, library: str):
+        self.library = library
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_peers", "--worker", library], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(cmd) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.library} worker stopped (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.ask_quit()
+
+    def ask_quit(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+Samples = dict[tuple[str, str], list[dict[str, float]]]
+
+
+def compare(model: str, batch: int, workers: list[Worker]) -> Samples:
+    """Per (library, method), one sample per round: wall and CPU seconds and page faults."""
+    methods = {w.library: w.ask(cmd="setup", model=model, batch=batch)["methods"] for w in workers}
+    samples: Samples = {(lib, m): [] for lib, ms in methods.items() for m in ms}
+    for round_ in range(ROUNDS[batch]):
+        shift = round_ % len(workers)
+        for w in workers[shift:] + workers[:shift]:
+            for method in methods[w.library]:
+                samples[(w.library, method)].append(w.ask(cmd="time", method=method))
+    return samples
+
+
+def per_image(samples: Samples, key: str, batch: int) -> dict[tuple[str, str], float]:
+    """Median ``key`` (seconds, cpu, faults) per image of each (library, method)."""
+    return {cell: statistics.median(s[key] for s in runs) / batch
+            for cell, runs in samples.items()}
+
+
+def paired_ratio(samples: Samples, method: str, key: str = "seconds") -> float:
+    """Median over rounds of convlens's call / the fastest peer call of the same round."""
+    peers = [runs for (lib, m), runs in samples.items() if m == method and lib != "convlens"]
+    best = [min(s[key] for s in round_) for round_ in zip(*peers)]
+    return statistics.median(
+        s[key] / b for s, b in zip(samples[("convlens", method)], best))
+
+
+def main() -> None:
+    missing = [lib for lib, module in PEERS.items() if find_spec(module) is None]
+    if missing:
+        print(f"bench_peers: skipped, {' and '.join(missing)} not installed "
+              "(pip install -e '.[bench]')")
+        return
+    from .timing import setting
+
+    print(f"bench_peers: {setting(tune=False)}; one worker process per library, "
+          "default glibc malloc in each")
+    libraries = ["convlens", *PEERS]
+    workers = [Worker(lib) for lib in libraries]
+    rows, memory = [], []
+    try:
+        for model in MODELS:
+            for batch in BATCHES:
+                samples = compare(model, batch, workers)
+                wall = per_image(samples, "seconds", batch)
+                faults = per_image(samples, "faults", batch)
+                for method in METHODS:
+                    ms = {lib: 1000 * wall[(lib, method)] for lib in libraries
+                          if (lib, method) in wall}
+                    rows.append((model, method, batch, ms, paired_ratio(samples, method),
+                                 paired_ratio(samples, method, "cpu"),
+                                 faults[("convlens", method)], faults[("torchcam", method)]))
+                if batch == 8:
+                    memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
+                                           for w in workers}))
+    finally:
+        for w in workers:
+            w.close()
+    report(libraries, rows, memory)
+
+
+def report(libraries: list[str], rows: list[tuple], memory: list[tuple]) -> None:
+    print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
+          " paired ratios of wall time and of CPU time; page faults per image")
+    print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
+          + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}")
+    for model, method, batch, ms, ratio, cpu, ours, peer in rows:
+        cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
+        print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}{cpu:>7.2f}"
+              f"{ours:>9.0f}{peer:>9.0f}")
+    worst = max(r[4] for r in rows)
+    print(f"worst convlens / best peer: {worst:.2f} ({'ok' if worst <= 1.0 else 'MISSED'})")
+    print("\nconvlens per image: batch 8 / batch 1, batch 32 / batch 1")
+    ms = {(r[0], r[1], r[2]): r[3]["convlens"] for r in rows}
+    for model, method, batch, *_ in rows:
+        if batch == 1:
+            b8, b32 = (ms[(model, method, b)] / ms[(model, method, 1)] for b in (8, 32))
+            print(f"{model:<20}{method:<11}{b8:>6.2f}{b32:>7.2f}  "
+                  f"{'ok' if b8 <= 1.0 else 'MISSED'}")
+    print("\nPeak RSS rise of one Grad-CAM call, batch 8 (MB)")
+    for model, mbs in memory:
+        print(f"{model:<20}" + "  ".join(
+            f"{lib} {'n/a' if mb is None else f'+{mb:.0f}'}" for lib, mb in mbs.items()))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+    else:
+        main()
