@@ -22,6 +22,7 @@ import torch
 
 from ...errors import ModelError
 from ..base import Model
+from ..layers import LayerCall
 from ..preprocess import Preprocess, resolve_preprocess
 
 _KIND_BY_CLASS = {
@@ -195,6 +196,16 @@ class KerasModel(Model):
 
     def to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def _require(self, calls: list[LayerCall]) -> list[LayerCall]:
+        """``calls``, or the error that says what still works when no layer call was seen."""
+        if not calls:
+            raise ModelError(
+                f"{self.name} calls no Keras layer as layer(x) (a subclassed model of raw ops?), "
+                "so convlens cannot see inside it: its predictions work, but activations, CAM "
+                "and filters need its layers called as layer(x) in call()"
+            )
+        return calls
 
     @property
     def logit_space(self) -> bool:

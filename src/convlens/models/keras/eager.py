@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import ModelError
 from ..hooks import StopForward
 from ..layers import LayerCall, LayerInfo
 from . import KerasModel
@@ -266,6 +265,8 @@ class EagerKerasModel(KerasModel):
             yield
 
     def _trace_calls(self, inputs: torch.Tensor) -> list[LayerCall]:
+        if not self.network.built:  # a subclassed model's first call also builds it
+            self.forward(inputs)
         walked = list(self._walk())
         calls: list[LayerCall] = []
         names = {id(layer): (name, leaf) for name, layer, leaf in walked}
@@ -283,12 +284,7 @@ class EagerKerasModel(KerasModel):
         taps = _AllCalls([layer for _, layer, _ in walked], record)
         with taps:
             self.network(self._to_backend(inputs.detach().cpu().numpy()), training=False)
-        if not calls:
-            raise ModelError(
-                f"convlens saw no Keras layer called in {self.name} (a subclassed model that "
-                f"runs no layers through layer(x)?); on the {self.backend} backend only its "
-                "predictions work; use layer objects in call(), or the torch backend"
-            )
+        self._require(calls)
         return calls
 
     @property

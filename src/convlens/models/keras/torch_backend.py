@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..hooks import HookedModel
+from ..layers import LayerCall
 from . import KerasModel
 
 __all__ = ["MODEL", "KerasTorchModel"]
@@ -18,6 +19,11 @@ class KerasTorchModel(KerasModel, HookedModel):
         if isinstance(out, (list, tuple)):
             out = out[0]
         return out
+
+    def _trace_calls(self, inputs: torch.Tensor) -> list[LayerCall]:
+        if not self.network.built:  # a subclassed model's first call also builds it
+            self.forward(inputs)
+        return self._require(super()._trace_calls(inputs))
 
 
 MODEL = KerasTorchModel
