@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ METHODS = (
     "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "ablationcam",
     "eigencam",
 )
+#: how long each check took, in this process (printed by the worker, to keep the tests quick)
+SECONDS: dict[str, float] = {}
 FILTERS = {"chollet": {"size": 32, "steps": 6}, "lucid": {"size": 32, "steps": 6}}
 
 
@@ -173,15 +176,19 @@ def compute(seed_path: str, small_path: str) -> tuple[dict[str, Any], dict[str, 
 
     out: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    start = time.perf_counter()
     try:
         _seed_parity(cl, seed_path, out)
     except Exception:
         errors["seed"] = traceback.format_exc()
+    SECONDS["seed"] = time.perf_counter() - start
     for name, view in _views(cl, small_path).items():
+        start = time.perf_counter()
         try:
             view(out)
         except Exception:
             errors[name] = traceback.format_exc()
+        SECONDS[name] = time.perf_counter() - start
     return out, errors
 
 
@@ -203,6 +210,7 @@ def main(target: str, seed_path: str, small_path: str) -> None:
         "errors": errors,
     }))
     np.savez(target, **out)
+    print(json.dumps({k: round(v, 2) for k, v in SECONDS.items()}))
 
 
 if __name__ == "__main__":

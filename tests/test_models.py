@@ -224,7 +224,7 @@ def test_unsupported_keras_backend_is_explained(monkeypatch):
     from convlens.models import keras as keras_adapter
 
     monkeypatch.setattr(keras.config, "backend", lambda: "openvino")
-    with pytest.raises(ModelError, match="'openvino' backend.*torch, tensorflow, jax"):
+    with pytest.raises(ModelError, match=r"'openvino' backend.*torch, tensorflow, jax"):
         keras_adapter.import_keras()
 
 
