@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
+# The suite's own process runs Keras on torch (convlens never chooses the backend; the tests do).
+# Each other backend is tested in a subprocess of its own (tests/test_keras_backends.py).
+os.environ["KERAS_BACKEND"] = "torch"
 
 import numpy as np
 import pytest

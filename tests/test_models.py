@@ -262,13 +262,13 @@ def test_keras_nested_sequential_and_h5(tmp_path):
             np.testing.assert_allclose(again[name], acts[name], atol=1e-6)
 
 
-def test_keras_backend_mismatch_is_explained(monkeypatch):
+def test_unsupported_keras_backend_is_explained(monkeypatch):
     import keras
 
     from convlens.models import keras as keras_adapter
 
-    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
-    with pytest.raises(ModelError, match="KERAS_BACKEND=torch"):
+    monkeypatch.setattr(keras.config, "backend", lambda: "openvino")
+    with pytest.raises(ModelError, match=r"'openvino' backend.*torch, tensorflow, jax"):
         keras_adapter.import_keras()
 
 

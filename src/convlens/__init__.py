@@ -13,11 +13,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Keras models run on Keras's torch backend; this must be set before keras is first imported.
-os.environ.setdefault("KERAS_BACKEND", "torch")
-
 from .activations import Activations, activation_grid, empty_channels
 from .cam import METHODS as CAM_METHODS
 from .cam import CamResult

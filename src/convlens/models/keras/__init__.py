@@ -1,15 +1,17 @@
-"""Keras 3 adapter: Keras models run through Keras's torch backend.
+"""Keras 3 adapter, on whichever backend the user's Keras runs: torch, TensorFlow or JAX.
 
-Every Keras layer is then a ``torch.nn.Module``, so the same hooks work for Sequential, functional
-and nested models. Layers are always called with ``training=False`` (augmentation layers off).
+``KerasModel(network)`` builds the subclass of ``keras.config.backend()``: torch — forward hooks
+(every Keras layer is an ``nn.Module`` there); TensorFlow — layer taps and ``tf.GradientTape``;
+JAX — layer taps and ``jax.vjp``. What they share (layer walk and kinds, heads, copies,
+re-initialization) lives here. convlens never sets or changes the backend. Layers are always
+called with ``training=False`` (augmentation layers off), with the model's own weights.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
-import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
-from .hooks import HookedModel
-from .inputs import not_one_image
-from .preprocess import Preprocess, resolve_preprocess
+from ...errors import ModelError
+from ..base import Model
+from ..layers import LayerCall
+from ..inputs import not_one_image
+from ..preprocess import Preprocess, resolve_preprocess
 
 _KIND_BY_CLASS = {
     "BaseConv": "conv", "BaseDepthwiseConv": "conv", "BaseSeparableConv": "conv",
@@ -45,29 +48,29 @@ _KIND_BY_CLASS = {
 }
 
 
-def import_keras() -> Any:
-    """Import Keras on its torch backend, or say clearly why it cannot be."""
-    if "keras" in sys.modules:
-        import keras
+#: The Keras backends convlens runs on, and the module of each one's adapter.
+BACKENDS = {"torch": "torch_backend", "tensorflow": "tensorflow_backend", "jax": "jax_backend"}
 
-        backend = keras.backend.backend()
-        if backend != "torch":
-            raise ModelError(
-                f"Keras is already imported with the {backend!r} backend; convlens runs Keras "
-                "models on the torch backend. Set KERAS_BACKEND=torch before anything imports "
-                "keras (or import convlens first), then restart the Python session"
-            )
-        return keras
-    if os.environ.get("KERAS_BACKEND", "torch") != "torch":
-        warnings.warn(
-            f"KERAS_BACKEND={os.environ['KERAS_BACKEND']!r} replaced by 'torch' for convlens",
-            stacklevel=3,
-        )
-    os.environ["KERAS_BACKEND"] = "torch"
+
+def import_keras() -> Any:
+    """Import Keras on whatever backend the user chose (never changing it), or say why not."""
     try:
         import keras
-    except ImportError:
-        raise ModelError("Keras is not installed; pip install 'convlens[keras]'") from None
+    except ImportError as err:
+        if err.name == "keras":
+            raise ModelError("Keras is not installed; pip install 'convlens[keras]'") from None
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        raise ModelError(
+            f"Keras could not start its {backend!r} backend ({err}); install it "
+            f"(pip install 'convlens[{backend}]') or choose another one, e.g. "
+            "KERAS_BACKEND=torch, before anything imports keras"
+        ) from None
+    backend = keras.config.backend()
+    if backend not in BACKENDS:
+        raise ModelError(
+            f"Keras runs on the {backend!r} backend; convlens supports "
+            f"{', '.join(BACKENDS)}: set KERAS_BACKEND to one of them before importing keras"
+        )
     return keras
 
 
@@ -95,11 +98,19 @@ def _sublayers(layer: Any) -> list[Any]:
     return list(flatten(include_self=False, recursive=False)) if flatten else []
 
 
-class KerasModel(HookedModel):
-    """A Keras 3 model (``.keras``, legacy ``.h5`` or in memory) on the torch backend."""
+class KerasModel(Model):
+    """A Keras 3 model (``.keras``, legacy ``.h5`` or in memory), on the backend Keras runs.
+
+    ``KerasModel(network, ...)`` gives the subclass for ``keras.config.backend()``.
+    """
 
     framework = "keras"
     layout = "NHWC"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> KerasModel:
+        if cls is KerasModel:
+            cls = backend_class(import_keras().config.backend())
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -180,7 +191,7 @@ class KerasModel(HookedModel):
     def fixed_input_size(self) -> bool:
         return self._fixed
 
-    def _walk(self) -> Iterator[tuple[str, torch.nn.Module, bool]]:
+    def _walk(self) -> Iterator[tuple[str, Any, bool]]:
         def walk(layers: Sequence[Any], prefix: str) -> Iterator[tuple[str, Any, bool]]:
             for layer in layers:
                 if "InputLayer" in _class_names(layer):
@@ -205,11 +216,15 @@ class KerasModel(HookedModel):
     def to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        out = self.network(inputs, training=False)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return out
+    def _require(self, calls: list[LayerCall]) -> list[LayerCall]:
+        """``calls``, or the error that says what still works when no layer call was seen."""
+        if not calls:
+            raise ModelError(
+                f"{self.name} calls no Keras layer as layer(x) (a subclassed model of raw ops?), "
+                "so convlens cannot see inside it: its predictions work, but activations, CAM "
+                "and filters need its layers called as layer(x) in call()"
+            )
+        return calls
 
     @property
     def logit_space(self) -> bool:
@@ -226,7 +241,7 @@ class KerasModel(HookedModel):
             class_names=self.class_names, output=self.output,
         )
         settings.update(options)
-        return KerasModel(network, **settings)
+        return type(self)(network, **settings)
 
     def _leaf_layers(self) -> dict[str, Any]:
         return {name: layer for name, layer, leaf in self._walk() if leaf}
@@ -241,7 +256,7 @@ class KerasModel(HookedModel):
             with _random_state_restored():
                 keras.utils.set_random_seed(seed)
                 clone = keras.models.clone_model(self.network)
-            self._fresh[seed] = KerasModel(clone)._leaf_layers()
+            self._fresh[seed] = type(self)(clone)._leaf_layers()
         mine = self._leaf_layers()
         for name in names:
             mine[name].set_weights(self._fresh[seed][name].get_weights())
@@ -266,6 +281,12 @@ class KerasModel(HookedModel):
             yield
         finally:
             head.activation = saved
+
+
+def backend_class(backend: str) -> type[KerasModel]:
+    """The adapter class for one Keras backend."""
+    module = importlib.import_module(f"{__name__}.{BACKENDS[backend]}")
+    return module.MODEL
 
 
 def load_keras_file(path: Path, **options: Any) -> KerasModel:
