@@ -1,0 +1,274 @@
+"""The per-batch function and its mergeable partial aggregates.
+
+``Scanner.batch(pixels, ids, labels)`` runs the model once on a batch (capturing the chosen
+layers) and returns a :class:`Partial`: per (layer, channel) the image count, firing count, the
+Chan/Welford mean and M2 of the spatial mean, the max, class sums, and a bounded top-k (by spatial
+max, or spatial mean) with the argmax position; per image the prediction, score and label; per
+class the summed Grad-CAM of the true class; the misclassified images with both CAMs.
+
+``merge(a, b)`` is associative, and the top-k is a total order (value, then image id), so any
+split of the data gives the same top-k; moments are merged in a fixed (shard) order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..capture import Capture
+
+if TYPE_CHECKING:
+    from ..models.base import LayerInfo, Model
+
+#: An empty top-k slot's image id: after every real id in the (value desc, id asc) order.
+NO_IMAGE = np.iinfo(np.int64).max
+
+
+@dataclass
+class LayerPartial:
+    """Per-channel statistics of one layer over some images."""
+
+    count: int
+    fire: np.ndarray  # (C,) int64: images whose spatial max > 0
+    mean: np.ndarray  # (C,) float64: mean of the spatial mean
+    m2: np.ndarray  # (C,) float64: sum of squared deviations of the spatial mean
+    max: np.ndarray  # (C,) float64: the largest activation
+    class_sum: np.ndarray  # (K, C) float64: sum of the spatial mean per true class
+    top_value: np.ndarray  # (k, C) float64, descending
+    top_id: np.ndarray  # (k, C) int64
+    top_y: np.ndarray  # (k, C) int32: argmax row of the channel's map
+    top_x: np.ndarray  # (k, C) int32
+
+    @classmethod
+    def empty(cls, channels: int, k: int, classes: int) -> LayerPartial:
+        return cls(
+            0, np.zeros(channels, np.int64), np.zeros(channels), np.zeros(channels),
+            np.full(channels, -np.inf), np.zeros((classes, channels)),
+            np.full((k, channels), -np.inf), np.full((k, channels), NO_IMAGE, np.int64),
+            np.zeros((k, channels), np.int32), np.zeros((k, channels), np.int32),
+        )
+
+
+def _merge_layer(a: LayerPartial, b: LayerPartial, k: int) -> LayerPartial:
+    n = a.count + b.count
+    if n == 0:
+        return a
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / n)
+    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n)
+    value = np.concatenate([a.top_value, b.top_value])
+    ids = np.concatenate([a.top_id, b.top_id])
+    order = np.lexsort((ids, -value), axis=0)[:k]  # value descending, then image id ascending
+    pick = lambda arr: np.take_along_axis(arr, order, axis=0)  # noqa: E731
+    return LayerPartial(
+        n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), a.class_sum + b.class_sum,
+        pick(value), pick(ids), pick(np.concatenate([a.top_y, b.top_y])),
+        pick(np.concatenate([a.top_x, b.top_x])),
+    )
+
+
+@dataclass
+class Partial:
+    """Everything a scan learns from some images; ``merge`` two of them in data order."""
+
+    layers: dict[str, LayerPartial]
+    image_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    prediction: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    cam_sum: np.ndarray | None = None  # (K, H, W) float64: Grad-CAM of the true class, summed
+    cam_count: np.ndarray | None = None  # (K,) int64
+    mistake_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mistake_cam: np.ndarray | None = None  # (M, 2, H, W) uint8: true class, predicted class
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (id, path, reason)
+
+    def merge(self, other: Partial, k: int) -> Partial:
+        layers = {name: _merge_layer(lp, other.layers[name], k) for name, lp in self.layers.items()}
+        return Partial(
+            layers,
+            np.concatenate([self.image_id, other.image_id]),
+            np.concatenate([self.label, other.label]),
+            np.concatenate([self.prediction, other.prediction]),
+            np.concatenate([self.score, other.score]),
+            _add(self.cam_sum, other.cam_sum),
+            _add(self.cam_count, other.cam_count),
+            np.concatenate([self.mistake_id, other.mistake_id]),
+            _cat(self.mistake_cam, other.mistake_cam),
+            self.skipped + other.skipped,
+        )
+
+    # -- shard files -------------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat named arrays (for ``np.savez``; no pickles)."""
+        out: dict[str, np.ndarray] = {}
+        for i, (name, lp) in enumerate(self.layers.items()):
+            out[f"L{i}.name"] = np.array(name)
+            out[f"L{i}.count"] = np.array(lp.count, np.int64)
+            for key in ("fire", "mean", "m2", "max", "class_sum", "top_value", "top_id",
+                        "top_y", "top_x"):
+                out[f"L{i}.{key}"] = getattr(lp, key)
+        for key in ("image_id", "label", "prediction", "score", "mistake_id"):
+            out[key] = getattr(self, key)
+        for key in ("cam_sum", "cam_count", "mistake_cam"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out["skipped_id"] = np.array([s[0] for s in self.skipped], np.int64)
+        out["skipped_path"] = np.array([s[1] for s in self.skipped], dtype=str)
+        out["skipped_reason"] = np.array([s[2] for s in self.skipped], dtype=str)
+        return out
+
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray]) -> Partial:
+        layers = {}
+        i = 0
+        while f"L{i}.name" in data:
+            p = f"L{i}."
+            layers[str(data[p + "name"])] = LayerPartial(
+                int(data[p + "count"]), *(data[p + key] for key in (
+                    "fire", "mean", "m2", "max", "class_sum", "top_value", "top_id", "top_y",
+                    "top_x"))
+            )
+            i += 1
+        skipped = [
+            (int(a), str(b), str(c))
+            for a, b, c in zip(data["skipped_id"], data["skipped_path"], data["skipped_reason"])
+        ]
+        return cls(
+            layers, data["image_id"], data["label"], data["prediction"], data["score"],
+            data.get("cam_sum"), data.get("cam_count"), data["mistake_id"],
+            data.get("mistake_cam"), skipped,
+        )
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
+
+
+def _cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return np.concatenate([a, b])
+
+
+def probabilities(model: Model, out: torch.Tensor) -> torch.Tensor:
+    """The model's raw output → class probabilities (N, classes), as ``Model.probabilities``."""
+    out = out.float()
+    if model.output == "sigmoid":
+        p = out[:, :1] if out.shape[1] == 1 else out
+        return torch.cat([1 - p, p], dim=1)
+    if model.output == "probabilities":
+        return out
+    return out.softmax(dim=1)
+
+
+class Scanner:
+    """The per-batch function of a scan: ``batch(pixels, ids, labels) → Partial``.
+
+    Args:
+        model: the wrapped model.
+        layers: the layers to summarize (``LayerInfo`` from ``model.resolve``).
+        top_k: images kept per channel.
+        rank: ``"max"`` (spatial max, as NetDissect) or ``"mean"`` (spatial mean, as CLIP-Dissect).
+        classes: the number of classes (the model's outputs, or more labels).
+        cam: compute the per-class mean Grad-CAM and the mistakes' CAMs (labelled images only).
+        cam_layer: the CAM layer (``None``: the model's default CAM layer).
+    """
+
+    def __init__(
+        self, model: Model, layers: list[LayerInfo], *, top_k: int, rank: str, classes: int,
+        cam: bool, cam_layer: str | None = None,
+    ):
+        self.model = model
+        self.layers = layers
+        self.top_k = top_k
+        self.rank = rank
+        self.classes = classes
+        self.cam = cam
+        self.cam_layer = cam_layer
+
+    def empty(self) -> Partial:
+        return Partial({
+            info.name: LayerPartial.empty(info.channels or 0, self.top_k, self.classes)
+            for info in self.layers
+        })
+
+    def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
+        """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial."""
+        model = self.model
+        with Capture(model, self.layers) as cap:
+            out = cap.run(model.prepare(pixels))
+            outputs = dict(cap.outputs)
+        probs = probabilities(model, out)
+        score, prediction = probs.max(dim=1)
+        labels = np.asarray(labels, np.int64)
+        layers = {
+            info.name: self._layer(outputs.pop(info.name), ids, labels) for info in self.layers
+        }
+        part = Partial(
+            layers, np.asarray(ids, np.int64), labels, prediction.cpu().numpy().astype(np.int64),
+            score.cpu().numpy().astype(np.float32),
+        )
+        if self.cam:
+            self._cams(part, pixels)
+        return part
+
+    def _layer(self, tensor: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> LayerPartial:
+        if self.model.layout == "NHWC":
+            tensor = tensor.permute(0, 3, 1, 2)
+        n, c, _, w = tensor.shape
+        flat = tensor.reshape(n, c, -1)
+        spatial_max, where = flat.max(dim=2)  # the first maximal position, as np.argmax
+        spatial_mean = flat.float().mean(dim=2)
+        smax = spatial_max.double().cpu().numpy()
+        smean = spatial_mean.double().cpu().numpy()
+        where = where.cpu().numpy()
+        mean = smean.mean(axis=0)
+        class_sum = np.zeros((self.classes, c))
+        known = labels >= 0
+        np.add.at(class_sum, labels[known], smean[known])
+        value = smax if self.rank == "max" else smean
+        batch_ids = np.broadcast_to(np.asarray(ids, np.int64)[:, None], (n, c))
+        own = LayerPartial(
+            n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
+            class_sum, value, np.ascontiguousarray(batch_ids),
+            (where // w).astype(np.int32), (where % w).astype(np.int32),
+        )
+        return _merge_layer(LayerPartial.empty(c, self.top_k, self.classes), own, self.top_k)
+
+    def _cams(self, part: Partial, pixels: torch.Tensor) -> None:
+        size = tuple(pixels.shape[1:3])
+        part.cam_sum = np.zeros((self.classes, *size))
+        part.cam_count = np.zeros(self.classes, np.int64)
+        part.mistake_cam = np.zeros((0, 2, *size), np.uint8)
+        known = np.nonzero(part.label >= 0)[0]
+        if not len(known):
+            return
+        labels = part.label[known]
+        true_heat = self._heatmap(pixels[known], labels)
+        np.add.at(part.cam_sum, labels, true_heat)
+        np.add.at(part.cam_count, labels, 1)
+        wrong = np.nonzero(part.prediction[known] != labels)[0]
+        if len(wrong):
+            predicted = part.prediction[known][wrong]
+            pred_heat = self._heatmap(pixels[known[wrong]], predicted)
+            both = np.stack([true_heat[wrong], pred_heat], axis=1)
+            part.mistake_id = part.image_id[known[wrong]]
+            part.mistake_cam = np.round(both * 255).astype(np.uint8)
+
+    def _heatmap(self, pixels: torch.Tensor, targets: np.ndarray) -> np.ndarray:
+        from ..cam import compute_cam
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-zero map is a fine answer
+            result = compute_cam(
+                self.model, pixels, "gradcam", target=[int(t) for t in targets],
+                layer=self.cam_layer,
+            )
+        return result.heatmap.astype(np.float64)

@@ -1,0 +1,160 @@
+"""Receptive fields: which input pixels a position of a layer's output can see.
+
+For a chain of convolutions and poolings (the seed's model, VGG) the field is worked out from the
+layers' kernels, strides, paddings and dilations. Where the chain does not explain a layer's
+output size (branches, as in a ResNet), the box is the support of the gradient of that position
+with respect to the input, on a few random images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..capture import Capture
+
+if TYPE_CHECKING:
+    from ..models.base import LayerInfo, Model
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1, corners included
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Along one axis, output position i sees input [i * jump + start, ... + size - 1]."""
+
+    jump: int = 1
+    start: int = 0
+    size: int = 1
+
+    def then(self, kernel: int, stride: int, pad: int, dilation: int) -> Axis:
+        extent = dilation * (kernel - 1) + 1
+        return Axis(
+            self.jump * stride, self.start - pad * self.jump, self.size + (extent - 1) * self.jump
+        )
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[-1]))
+    return (int(value), int(value))
+
+
+def _geometry(module: Any) -> tuple[tuple[int, int], tuple[int, int], Any, tuple[int, int]] | None:
+    """(kernel, stride, padding, dilation) of a spatial conv / pooling layer, else None."""
+    kernel = getattr(module, "kernel_size", None) or getattr(module, "pool_size", None)
+    if kernel is None:
+        return None
+    stride = getattr(module, "stride", None) or getattr(module, "strides", None) or kernel
+    dilation = getattr(module, "dilation", None) or getattr(module, "dilation_rate", None) or 1
+    padding = getattr(module, "padding", 0)
+    return _pair(kernel), _pair(stride), padding, _pair(dilation)
+
+
+def _padding(padding: Any, size_in: int, size_out: int, kernel: int, stride: int,
+             dilation: int, axis: int) -> int:
+    """Padding before the first pixel along one axis (torch ints/'same'/'valid', Keras strings)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0
+        extent = dilation * (kernel - 1) + 1
+        total = max((size_out - 1) * stride + extent - size_in, 0)
+        return total // 2
+    return _pair(padding)[axis]
+
+
+def chain_fields(model: Model, layers: list[LayerInfo]) -> dict[str, tuple[Axis, Axis] | None]:
+    """Each layer's (rows, columns) geometry from the chain of spatial layers before it, or None
+    where the chain does not reproduce the layer's output size."""
+    wanted = {info.name for info in layers}
+    size = tuple(model.input_size)
+    rows, cols = Axis(), Axis()
+    broken = False
+    out: dict[str, tuple[Axis, Axis] | None] = {}
+    for info in model.layers():
+        shape = info.output_shape
+        if shape is not None and len(shape) == 4 and shape[1] * shape[2] == 1:
+            continue  # a global vector (squeeze-excitation, global pooling): off the spatial path
+        geometry = _geometry(info.module) if info.kind in ("conv", "pool") else None
+        if geometry is not None and shape is not None and len(shape) == 4 and not broken:
+            (kh, kw), (sh, sw), padding, (dh, dw) = geometry
+            out_size = (shape[1], shape[2])
+            ph = _padding(padding, size[0], out_size[0], kh, sh, dh, 0)
+            pw = _padding(padding, size[1], out_size[1], kw, sw, dw, 1)
+            expected = tuple(
+                (n + 2 * p - (d * (k - 1) + 1)) // s + 1
+                for n, p, k, s, d in ((size[0], ph, kh, sh, dh), (size[1], pw, kw, sw, dw))
+            )
+            if expected != out_size and not _ceil_mode(info.module, size, out_size):
+                broken = True
+            rows, cols = rows.then(kh, sh, ph, dh), cols.then(kw, sw, pw, dw)
+            size = out_size
+        elif shape is not None and len(shape) == 4 and tuple(shape[1:3]) != size:
+            broken = True  # the spatial size changed without a known kernel
+        if info.name in wanted:
+            out[info.name] = None if broken else (rows, cols)
+    return out
+
+
+def _ceil_mode(module: Any, size: tuple[int, ...], out_size: tuple[int, int]) -> bool:
+    return bool(getattr(module, "ceil_mode", False))
+
+
+def field_box(geometry: tuple[Axis, Axis], y: int, x: int, input_size: tuple[int, int]) -> Box:
+    """The input box of output position (y, x), clipped to the image."""
+    rows, cols = geometry
+    y0 = y * rows.jump + rows.start
+    x0 = x * cols.jump + cols.start
+    h, w = input_size
+    return (
+        max(x0, 0), max(y0, 0), min(x0 + cols.size - 1, w - 1), min(y0 + rows.size - 1, h - 1)
+    )
+
+
+def gradient_box(
+    model: Model, info: LayerInfo, y: int, x: int, *, trials: int = 4, seed: int = 0
+) -> Box:
+    """The bounding box of the input pixels whose gradient reaches position (y, x) of ``info``
+    (every channel), on ``trials`` random images: the support of the receptive field."""
+    generator = torch.Generator().manual_seed(seed)
+    h, w = model.input_size
+    pixels = (torch.rand(trials, h, w, 3, generator=generator) * 255).to(
+        device=model.device, dtype=model.dtype
+    )
+    pixels.requires_grad_(True)
+    with Capture(model, [info], stop_early=True, autograd=True) as cap:
+        cap.run(model.prepare(pixels))
+        out = cap.outputs[info.name]
+        point = out[:, :, y, x] if model.layout == "NCHW" else out[:, y, x, :]
+        (grad,) = torch.autograd.grad(point.abs().sum(), pixels)
+    support = grad.abs().sum(dim=(0, 3)).cpu().numpy() > 0
+    ys, xs = np.nonzero(support)
+    if not len(ys):
+        return (0, 0, w - 1, h - 1)
+    return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def boxes(
+    model: Model, layers: list[LayerInfo], positions: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Input boxes (P, 4) of the (P, 2) (y, x) positions of each layer."""
+    fields = chain_fields(model, layers)
+    size = tuple(model.input_size)
+    by_name = {info.name: info for info in layers}
+    out = {}
+    for name, yx in positions.items():
+        geometry = fields.get(name)
+        cache: dict[tuple[int, int], Box] = {}
+        result = np.zeros((len(yx), 4), np.int32)
+        for i, (y, x) in enumerate(yx.tolist()):
+            if (y, x) not in cache:
+                cache[(y, x)] = (
+                    field_box(geometry, y, x, size) if geometry is not None
+                    else gradient_box(model, by_name[name], y, x)
+                )
+            result[i] = cache[(y, x)]
+        out[name] = result
+    return out
