@@ -225,9 +225,10 @@ class Scanner:
         n, c, _, w = tensor.shape
         flat = tensor.reshape(n, c, -1)
         spatial_max, where = flat.max(dim=2)  # the first maximal position, as np.argmax
-        spatial_mean = flat.float().mean(dim=2)
+        # summed in float64: a channel far from 0 (a -1000 bias) keeps its small variations
+        spatial_mean = flat.sum(dim=2, dtype=torch.float64) / flat.shape[2]
         smax = spatial_max.double().cpu().numpy()
-        smean = spatial_mean.double().cpu().numpy()
+        smean = spatial_mean.cpu().numpy()
         where = where.cpu().numpy()
         mean = smean.mean(axis=0)
         class_sum = np.zeros((self.classes, c))

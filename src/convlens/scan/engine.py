@@ -26,7 +26,11 @@ from .aggregate import Partial, Scanner
 from .receptive import boxes
 from .sources import BatchSource, FileSource, Item, ScanError, decode, open_source
 from .store import (
-    committed_shards, load_shard, save_shard, write_json, write_tables,
+    committed_shards,
+    load_shard,
+    save_shard,
+    write_json,
+    write_tables,
 )
 
 if TYPE_CHECKING:
@@ -328,7 +332,7 @@ def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None
         plan.out, merged, paths=paths, class_names=source.class_names,
         boxes=boxes(plan.model, plan.layers, positions), rank=plan.scanner.rank,
     )
-    images = int(len(merged.image_id))
+    images = len(merged.image_id)
     timings = {
         "compute_s": round(compute, 3), "tables_s": round(time.perf_counter() - finish_started, 3),
         "total_s": round(time.time() - started, 3),
