@@ -230,3 +230,45 @@ def test_bad_arguments_fail_before_any_work(folder, tmp_path):
         scan(model, root, done.folder, top_k=1, cam=False)
     with pytest.raises(ScanError, match="top_k changed"):
         scan(model, root, done.folder, top_k=2, cam=False, resume=True)
+
+
+def tiny_seed_keras():
+    """The seed's convnet shape (Rescaling, Conv2D relu, MaxPooling2D, ..., Dense sigmoid), tiny."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(32, 32, 3))
+    x = layers.RandomFlip("horizontal")(inputs)
+    x = layers.Rescaling(1.0 / 255)(x)
+    x = layers.Conv2D(4, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(6, 3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")
+def test_seed_style_keras_model(folder, tmp_path, one_thread):
+    root, good = folder
+    model = cl.load_model(tiny_seed_keras())
+    assert model.output == "sigmoid"
+    result = scan(model, root, tmp_path / "scan", top_k=3, shard_size=50, batch_size=20)
+    paths = sorted(str(p) for p in good)
+    stats, top = brute_force(model, paths, result.layers, k=3)
+    pd.testing.assert_frame_equal(
+        result.channels[list(stats.columns)], stats, check_exact=False, rtol=1e-5, atol=1e-6
+    )
+    # after a ReLU, several images can share a channel's max (0): ties go to the lower image id
+    pd.testing.assert_frame_equal(
+        result.topk[list(top.columns)], top, check_exact=False, rtol=1e-5, atol=1e-6
+    )
+    probs = model.probabilities(paths).numpy()
+    np.testing.assert_array_equal(result.images["prediction"], probs.argmax(axis=1))
+    # "valid" 3x3 conv: rows y..y+2; pool 2: 2p..2p+3; "valid" 3x3 conv: 2y..2(y+2)+3
+    topk = result.topk
+    second = topk[topk["layer"] == result.layers[1]]
+    assert (second["y0"] == 2 * second["y"]).all()
+    assert (second["y1"] == 2 * second["y"] + 7).all()
+    assert result.class_mean_cam("dogs").shape == (32, 32)
