@@ -188,14 +188,14 @@ def test_gradcampp_weights_follow_the_paper_on_random_maps(layout):
     alpha = np.where(grads != 0, g2 / np.where(denominator != 0, denominator, 1), 0)
     expected = (alpha * np.maximum(grads, 0)).sum(axis=(2, 3))
     a, g = (torch.from_numpy(t).contiguous(memory_format=layout) for t in (acts, grads))
-    weights = GradCAMPlusPlus().channel_weights(None, None, a, g)
+    weights = GradCAMPlusPlus().gradient_weights(a, g)
     np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_gradcampp_undefined_alpha_contributes_nothing():
     acts = torch.full((1, 1, 2, 2), -0.5)  # T = -2, so 2 + T g = 0 where g = 1
     grads = torch.tensor([[[[1.0, 0.5], [0.0, -1.0]]]])
-    weights = GradCAMPlusPlus().channel_weights(None, None, acts, grads)
+    weights = GradCAMPlusPlus().gradient_weights(acts, grads)
     assert weights.item() == pytest.approx(0.5 / (2 - 2 * 0.5))
 
 

@@ -120,10 +120,8 @@ def test_hooks_are_removed_after_calls_and_failures(tiny_model):
 
 
 def test_hooks_removed_when_the_forward_pass_raises(tiny_model):
-    from convlens.capture import Capture
-
     infos = tiny_model.resolve("conv")
-    with pytest.raises(RuntimeError), Capture(tiny_model, infos) as cap:
+    with pytest.raises(RuntimeError), tiny_model.capture(infos) as cap:
         cap.run(torch.zeros(1, 5, 32, 32))  # 5 channels: torch raises inside the conv
     assert all_hooks(tiny_model.network) == 0
 

@@ -1,5 +1,6 @@
 """Intermediate activations: channel grids, single channels and blank ("empty") channels."""
 
+from .compute import activations
 from .empty import EmptyChannels, empty_channels, empty_channels_table, write_csv, write_json
 from .grid import (
     ActivationShapeError,
@@ -15,6 +16,7 @@ __all__ = [
     "Activations",
     "EmptyChannels",
     "activation_grid",
+    "activations",
     "channel_image",
     "empty_channels",
     "empty_channels_table",

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .grid import ActivationShapeError, _to_numpy
+from .grid import ActivationShapeError, as_numpy
 
 __all__ = ["EmptyChannels", "empty_channels", "empty_channels_table", "write_csv", "write_json"]
 
@@ -42,7 +42,7 @@ class EmptyChannels:
 
 
 def _empty_mask(acts: Any, layer: str) -> np.ndarray:
-    a = _to_numpy(acts)
+    a = as_numpy(acts)
     if a.ndim == 3:  # one image, (H, W, C)
         a = a[None]
     if a.ndim != 4:

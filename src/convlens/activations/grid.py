@@ -17,6 +17,7 @@ from ..errors import ConvlensError
 __all__ = [
     "ActivationShapeError",
     "activation_grid",
+    "as_numpy",
     "channel_image",
     "seed_activation_grid",
     "standardize_channels",
@@ -32,7 +33,7 @@ class ActivationShapeError(ConvlensError, ValueError):
     """Activations of the wrong shape (e.g. a batch where one image is expected)."""
 
 
-def _to_numpy(acts: Any) -> np.ndarray:
+def as_numpy(acts: Any) -> np.ndarray:
     """Return ``acts`` as a numpy array (torch tensors are converted once, on the CPU)."""
     if hasattr(acts, "detach"):  # torch.Tensor, without importing torch
         t = acts.detach()
@@ -44,7 +45,7 @@ def _to_numpy(acts: Any) -> np.ndarray:
 
 def _single_image(acts: Any) -> np.ndarray:
     """Return the (H, W, C) float32/float64 activations of one image."""
-    a = _to_numpy(acts)
+    a = as_numpy(acts)
     if a.ndim == 4:
         if a.shape[0] != 1:
             raise ActivationShapeError(
@@ -201,7 +202,7 @@ def seed_activation_grid(layer_activation: Any, images_per_row: int = 16) -> np.
     ``layer_activation`` is (1, size, size, n_features); returns the float64 ``display_grid``.
     Channels beyond the last full row are dropped, as in the seed.
     """
-    layer_activation = _to_numpy(layer_activation)
+    layer_activation = as_numpy(layer_activation)
     n_features = layer_activation.shape[-1]
     size = layer_activation.shape[1]
     n_cols = n_features // images_per_row

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .base import LayerInfo, Model, Prediction
+from .base import VIEWS, Images, LayerCapture, Model, Prediction, register_view
 from .keras import KerasModel, load_keras_file
+from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
 from .pytorch import TorchModel
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -20,8 +21,9 @@ DEFAULT_MODEL = "efficientnet_lite0"
 BUILTIN_MODELS = (DEFAULT_MODEL,)
 
 __all__ = [
-    "BUILTIN_MODELS", "DEFAULT_MODEL", "KerasModel", "LayerInfo", "Model", "Prediction",
-    "TorchModel", "load_model",
+    "BUILTIN_MODELS", "DEFAULT_ACTIVATION_KINDS", "DEFAULT_MODEL", "KINDS", "VIEWS", "Images",
+    "KerasModel", "LayerCapture", "LayerInfo", "Model", "Prediction", "TorchModel", "load_model",
+    "register_view",
 ]
 
 @cache

@@ -17,8 +17,7 @@ from ..activations.grid import IMAGES_PER_ROW
 from ..errors import ModelError
 from ..models import LayerInfo, Model
 from ..progress import Advance
-from ..render import to_png_bytes
-from .pictures import grid_png, jpeg_bytes, photo_bytes
+from ..render import grid_png, jpeg_bytes, photo_bytes, to_png_bytes
 
 if TYPE_CHECKING:
     from .builder import ReportOptions

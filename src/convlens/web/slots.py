@@ -12,8 +12,7 @@ import torch
 from ..activations import activation_grid, standardize_channels
 from ..images import load_image
 from ..models import LayerInfo, Model
-from ..render import colorize, to_png_bytes, upscale_nearest
-from ..report.pictures import grid_png, jpeg_bytes
+from ..render import colorize, grid_png, jpeg_bytes, to_png_bytes, upscale_nearest
 from .store import LRU, StoredImage
 
 __all__ = ["ModelSlot"]
