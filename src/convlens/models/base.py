@@ -347,6 +347,10 @@ class Model(ABC):
         """Filter visualizations of one layer; see :func:`convlens.filters.visualize_filters`."""
         return self._view("filters")(self, layer, **options)
 
+    def scan(self, source: Any, out: Any = None, **options: Any) -> Any:
+        """A whole data set, in one resumable pass; see :func:`convlens.scan.scan`."""
+        return self._view("scan")(self, source, out, **options)
+
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.name!r}: {self.framework}, input {self.input_size}, "

@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..models import register_view
 from .engine import ENGINES, RANKS, execute, plan_scan
 from .result import ScanResult
 from .sources import ScanError, open_source
 
 if TYPE_CHECKING:
-    from ..models.base import Model
+    from ..models import Model
 
 __all__ = ["ENGINES", "RANKS", "ScanError", "ScanResult", "open_source", "scan"]
 
 
+@register_view("scan")
 def scan(
     model: Model,
     source: Any,
@@ -43,7 +45,8 @@ def scan(
     """Scan a data set: per-channel statistics, top-k images, per-class CAMs, mistakes.
 
     Args:
-        model: a :class:`~convlens.models.base.Model` (``cl.load_model(...)``).
+        model: a :class:`~convlens.models.Model` (``cl.load_model(...)``); ``model.scan(source,
+            ...)`` is the same call.
         source: a folder (ImageFolder: one subfolder per class; or flat), a glob, a
             ``.csv``/``.parquet`` list (``path`` and optional ``label`` columns), a list of
             paths, or an iterable of ``(images, labels)`` batches of pixels 0..255.

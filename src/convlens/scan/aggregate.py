@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..capture import Capture
-
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo, Model
+    from ..models import LayerInfo, Model
 
 #: An empty top-k slot's image id: after every real id in the (value desc, id asc) order.
 NO_IMAGE = np.iinfo(np.int64).max
@@ -202,7 +200,7 @@ class Scanner:
     def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
         """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial."""
         model = self.model
-        with Capture(model, self.layers) as cap:
+        with model.capture(self.layers) as cap:
             out = cap.run(model.prepare(pixels))
             outputs = dict(cap.outputs)
         probs = probabilities(model, out)
@@ -220,8 +218,7 @@ class Scanner:
         return part
 
     def _layer(self, tensor: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> LayerPartial:
-        if self.model.layout == "NHWC":
-            tensor = tensor.permute(0, 3, 1, 2)
+        tensor = self.model.nchw(tensor)
         n, c, _, w = tensor.shape
         flat = tensor.reshape(n, c, -1)
         spatial_max, where = flat.max(dim=2)  # the first maximal position, as np.argmax

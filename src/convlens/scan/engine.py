@@ -34,7 +34,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo, Model
+    from ..models import LayerInfo, Model
     from .result import ScanResult
 
 ENGINES = ("local", "ray")

@@ -14,10 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..capture import Capture
-
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo, Model
+    from ..models import LayerInfo, Model
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1, corners included
 
@@ -125,10 +123,9 @@ def gradient_box(
         device=model.device, dtype=model.dtype
     )
     pixels.requires_grad_(True)
-    with Capture(model, [info], stop_early=True, autograd=True) as cap:
+    with model.capture([info], stop_early=True, autograd=True) as cap:
         cap.run(model.prepare(pixels))
-        out = cap.outputs[info.name]
-        point = out[:, :, y, x] if model.layout == "NCHW" else out[:, y, x, :]
+        point = model.nchw(cap.outputs[info.name])[:, :, y, x]
         (grad,) = torch.autograd.grad(point.abs().sum(), pixels)
     support = grad.abs().sum(dim=(0, 3)).cpu().numpy() > 0
     ys, xs = np.nonzero(support)
