@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", nargs="+", default=None,
                         help="activation layers: names, globs or kinds (default: conv + pool)")
     parser.add_argument("--top", type=int, default=5, help="predictions per image (5)")
+    parser.add_argument("--scan", default=None, metavar="DIR",
+                        help="instead: the channel atlas of a `convlens scan` folder")
     parser.set_defaults(func=run)
 
 
@@ -67,6 +69,12 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
 
 def run(args: argparse.Namespace) -> int:
     start = perf_counter()
+    if args.scan:
+        from ..report.atlas import build_atlas
+
+        path = build_atlas(args.scan, args.out)
+        print(f"atlas: {path} ({perf_counter() - start:.0f} s)\nopen:  {path.resolve().as_uri()}")
+        return 0
     options = options_from_args(args)
     model = model_from_args(args)
     report = build_report(model, args.images or None, options)

@@ -142,7 +142,10 @@ def plan_scan(
     if isinstance(opened, BatchSource) and opened.class_names is None and model.class_names:
         opened.class_names = list(model.class_names)
     manifest = {
-        "convlens": __version__, "model": {"name": model.name, "fingerprint": params["model"]},
+        "convlens": __version__, "model": {
+            "name": model.name, "fingerprint": params["model"],
+            "input_size": list(model.input_size),
+        },
         "data": {"fingerprint": params["data"], "root": getattr(opened, "root", None),
                  "images": len(opened.items) if isinstance(opened, FileSource) else None,
                  "class_names": opened.class_names},
