@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 import torch
 
 import convlens as cl
@@ -16,8 +17,6 @@ from convlens.scan import ScanResult, scan
 
 from .conftest import tiny_convnet
 from .test_scan import write_folder
-
-import ray  # noqa: E402  (convlens[ray], installed by `make test`)
 
 STATS = ["layer", "channel", "images", "firing_rate", "mean", "std", "max", "dead"]
 TOPK = ["layer", "channel", "rank", "image", "path", "value", "y", "x", "x0", "y0", "x1", "y1"]

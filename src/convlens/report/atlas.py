@@ -141,11 +141,14 @@ def build_atlas(scan: str | Path | ScanResult, out: str | Path) -> Path:
             "name": row.name, "images": int(row.images), "accuracy": float(row.accuracy),
             "cam": None if cam is None else _cam_picture(None, cam),
         })
+    names = result.class_names or []
+
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else f"class {i}"
+
     mistakes = []
     for m in result.mistakes()[:200]:
         pixels = images.get(m["path"]) if m["path"] else None
-        names = result.class_names or []
-        name = lambda i: names[i] if 0 <= i < len(names) else f"class {i}"  # noqa: E731
         mistakes.append({
             "path": m["path"], "label": name(int(m["label"])),
             "prediction": name(int(m["prediction"])), "score": float(m["score"]),
