@@ -35,14 +35,14 @@ class LayerPartial:
     mean: np.ndarray  # (C,) float64: mean of the spatial mean
     m2: np.ndarray  # (C,) float64: sum of squared deviations of the spatial mean
     max: np.ndarray  # (C,) float64: the largest activation
-    class_sum: np.ndarray  # (K, C) float64: sum of the spatial mean per true class
+    class_sum: np.ndarray  # (K, C) float64: sum of the spatial mean per class of Partial.classes
     top_value: np.ndarray  # (k, C) float64, descending
     top_id: np.ndarray  # (k, C) int64
     top_y: np.ndarray  # (k, C) int32: argmax row of the channel's map
     top_x: np.ndarray  # (k, C) int32
 
     @classmethod
-    def empty(cls, channels: int, k: int, classes: int) -> LayerPartial:
+    def empty(cls, channels: int, k: int, classes: int = 0) -> LayerPartial:
         return cls(
             0, np.zeros(channels, np.int64), np.zeros(channels), np.zeros(channels),
             np.full(channels, -np.inf), np.zeros((classes, channels)),
@@ -51,19 +51,22 @@ class LayerPartial:
         )
 
 
-def _merge_layer(a: LayerPartial, b: LayerPartial, k: int) -> LayerPartial:
+def _merge_layer(
+    a: LayerPartial, b: LayerPartial, k: int, class_sum: np.ndarray | None = None
+) -> LayerPartial:
+    """``class_sum``: the merged class sums when the two cover different classes."""
     n = a.count + b.count
-    if n == 0:
-        return a
+    if class_sum is None:
+        class_sum = a.class_sum + b.class_sum
     delta = b.mean - a.mean
-    mean = a.mean + delta * (b.count / n)
-    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n)
+    mean = a.mean + delta * (b.count / n) if n else a.mean
+    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n) if n else a.m2
     value = np.concatenate([a.top_value, b.top_value])
     ids = np.concatenate([a.top_id, b.top_id])
     order = np.lexsort((ids, -value), axis=0)[:k]  # value descending, then image id ascending
     pick = lambda arr: np.take_along_axis(arr, order, axis=0)  # noqa: E731
     return LayerPartial(
-        n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), a.class_sum + b.class_sum,
+        n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), class_sum,
         pick(value), pick(ids), pick(np.concatenate([a.top_y, b.top_y])),
         pick(np.concatenate([a.top_x, b.top_x])),
     )
@@ -78,22 +81,47 @@ class Partial:
     label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prediction: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    cam_sum: np.ndarray | None = None  # (K, H, W) float64: Grad-CAM of the true class, summed
+    #: the labels seen (sorted): the rows of every class_sum, cam_sum and cam_count
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cam_sum: np.ndarray | None = None  # (K, h, w) float64: Grad-CAM of the true class, summed
     cam_count: np.ndarray | None = None  # (K,) int64
     mistake_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     mistake_cam: np.ndarray | None = None  # (M, 2, H, W) uint8: true class, predicted class
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (id, path, reason)
 
     def merge(self, other: Partial, k: int) -> Partial:
-        layers = {name: _merge_layer(lp, other.layers[name], k) for name, lp in self.layers.items()}
+        classes = np.union1d(self.classes, other.classes).astype(np.int64)
+        mine = np.searchsorted(classes, self.classes)
+        theirs = np.searchsorted(classes, other.classes)
+
+        def spread(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            """Rows of ``a`` (self's classes) and ``b`` (other's) added into rows of classes."""
+            if a is None or b is None:
+                one, rows = (b, theirs) if a is None else (a, mine)
+                if one is None:
+                    return None
+                out = np.zeros((len(classes), *one.shape[1:]), one.dtype)
+                out[rows] = one
+                return out
+            out = np.zeros((len(classes), *a.shape[1:]), np.result_type(a, b))
+            out[mine] += a
+            out[theirs] += b
+            return out
+
+        layers = {
+            name: _merge_layer(lp, other.layers[name], k, spread(lp.class_sum,
+                                                                 other.layers[name].class_sum))
+            for name, lp in self.layers.items()
+        }
         return Partial(
             layers,
             np.concatenate([self.image_id, other.image_id]),
             np.concatenate([self.label, other.label]),
             np.concatenate([self.prediction, other.prediction]),
             np.concatenate([self.score, other.score]),
-            _add(self.cam_sum, other.cam_sum),
-            _add(self.cam_count, other.cam_count),
+            classes,
+            spread(self.cam_sum, other.cam_sum),
+            spread(self.cam_count, other.cam_count),
             np.concatenate([self.mistake_id, other.mistake_id]),
             _cat(self.mistake_cam, other.mistake_cam),
             self.skipped + other.skipped,
@@ -109,7 +137,7 @@ class Partial:
             for key in ("fire", "mean", "m2", "max", "class_sum", "top_value", "top_id",
                         "top_y", "top_x"):
                 out[f"L{i}.{key}"] = getattr(lp, key)
-        for key in ("image_id", "label", "prediction", "score", "mistake_id"):
+        for key in ("image_id", "label", "prediction", "score", "classes", "mistake_id"):
             out[key] = getattr(self, key)
         for key in ("cam_sum", "cam_count", "mistake_cam"):
             value = getattr(self, key)
@@ -138,15 +166,9 @@ class Partial:
         ]
         return cls(
             layers, data["image_id"], data["label"], data["prediction"], data["score"],
-            data.get("cam_sum"), data.get("cam_count"), data["mistake_id"],
+            data["classes"], data.get("cam_sum"), data.get("cam_count"), data["mistake_id"],
             data.get("mistake_cam"), skipped,
         )
-
-
-def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None or b is None:
-        return b if a is None else a
-    return a + b
 
 
 def _cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -193,8 +215,7 @@ class Scanner:
 
     def empty(self) -> Partial:
         return Partial({
-            info.name: LayerPartial.empty(info.channels or 0, self.top_k, self.classes)
-            for info in self.layers
+            info.name: LayerPartial.empty(info.channels or 0, self.top_k) for info in self.layers
         })
 
     def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
@@ -206,18 +227,24 @@ class Scanner:
         probs = probabilities(model, out)
         score, prediction = probs.max(dim=1)
         labels = np.asarray(labels, np.int64)
+        classes, rows = np.unique(labels, return_inverse=True)
+        known = classes >= 0
+        rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
         layers = {
-            info.name: self._layer(outputs.pop(info.name), ids, labels) for info in self.layers
+            info.name: self._layer(outputs.pop(info.name), ids, rows, int(known.sum()))
+            for info in self.layers
         }
         part = Partial(
             layers, np.asarray(ids, np.int64), labels, prediction.cpu().numpy().astype(np.int64),
-            score.cpu().numpy().astype(np.float32),
+            score.cpu().numpy().astype(np.float32), classes[known],
         )
         if self.cam:
             self._cams(part, pixels)
         return part
 
-    def _layer(self, tensor: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> LayerPartial:
+    def _layer(
+        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int
+    ) -> LayerPartial:
         tensor = self.model.nchw(tensor)
         n, c, _, w = tensor.shape
         flat = tensor.reshape(n, c, -1)
@@ -228,9 +255,9 @@ class Scanner:
         smean = spatial_mean.cpu().numpy()
         where = where.cpu().numpy()
         mean = smean.mean(axis=0)
-        class_sum = np.zeros((self.classes, c))
-        known = labels >= 0
-        np.add.at(class_sum, labels[known], smean[known])
+        class_sum = np.zeros((classes, c))
+        known = rows >= 0
+        np.add.at(class_sum, rows[known], smean[known])
         value = smax if self.rank == "max" else smean
         batch_ids = np.broadcast_to(np.asarray(ids, np.int64)[:, None], (n, c))
         own = LayerPartial(
@@ -238,20 +265,21 @@ class Scanner:
             class_sum, value, np.ascontiguousarray(batch_ids),
             (where // w).astype(np.int32), (where % w).astype(np.int32),
         )
-        return _merge_layer(LayerPartial.empty(c, self.top_k, self.classes), own, self.top_k)
+        return _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
 
     def _cams(self, part: Partial, pixels: torch.Tensor) -> None:
-        size = tuple(pixels.shape[1:3])
-        part.cam_sum = np.zeros((self.classes, *size))
-        part.cam_count = np.zeros(self.classes, np.int64)
+        size = _kept_size(tuple(pixels.shape[1:3]))
+        part.cam_sum = np.zeros((len(part.classes), *size))
+        part.cam_count = np.zeros(len(part.classes), np.int64)
         part.mistake_cam = np.zeros((0, 2, *size), np.uint8)
         known = np.nonzero(part.label >= 0)[0]
         if not len(known):
             return
         labels = part.label[known]
         true_heat = self._heatmap(pixels[known], labels)
-        np.add.at(part.cam_sum, labels, true_heat)
-        np.add.at(part.cam_count, labels, 1)
+        rows = np.searchsorted(part.classes, labels)
+        np.add.at(part.cam_sum, rows, true_heat)
+        np.add.at(part.cam_count, rows, 1)
         wrong = np.nonzero(part.prediction[known] != labels)[0]
         if len(wrong):
             predicted = part.prediction[known][wrong]
@@ -269,4 +297,18 @@ class Scanner:
                 self.model, pixels, "gradcam", target=[int(t) for t in targets],
                 layer=self.cam_layer,
             )
-        return result.heatmap.astype(np.float64)
+        heat = torch.from_numpy(result.heatmap)
+        size = _kept_size(tuple(heat.shape[1:]))
+        if size != tuple(heat.shape[1:]):
+            heat = torch.nn.functional.interpolate(heat[:, None], size=size, mode="area")[:, 0]
+        return heat.double().numpy()
+
+
+#: CAMs are kept at most this many pixels high and wide (a class mean of 1,000 classes stays small)
+CAM_LIMIT = 64
+
+
+def _kept_size(size: tuple[int, int]) -> tuple[int, int]:
+    h, w = size
+    scale = min(1.0, CAM_LIMIT / max(h, w))
+    return (max(1, round(h * scale)), max(1, round(w * scale)))

@@ -97,15 +97,15 @@ def write_tables(
     sel: dict[str, list[Any]] = {"layer": [], "channel": [], "class": [], "mean": []}
     top: dict[str, list[Any]] = {k: [] for k in (
         "layer", "channel", "rank", "image", "path", "value", "y", "x", "x0", "y0", "x1", "y1")}
-    class_count = np.bincount(part.label[part.label >= 0], minlength=_classes(part))
+    labelled_rows = np.searchsorted(part.classes, part.label[part.label >= 0])
+    class_count = np.bincount(labelled_rows, minlength=len(part.classes))  # per part.classes
     for name, lp in part.layers.items():
         channels = lp.fire.shape[0]
         n = max(lp.count, 1)
         rate = lp.fire / n
         class_mean = lp.class_sum / np.maximum(class_count, 1)[:, None]
-        labelled = class_count > 0
-        best, selectivity = _selectivity(class_mean[labelled])
-        best_class = np.nonzero(labelled)[0][best] if labelled.any() else np.full(channels, -1)
+        best, selectivity = _selectivity(class_mean)
+        best_class = part.classes[best] if len(part.classes) else np.full(channels, -1)
         rows["layer"] += [name] * channels
         rows["channel"] += list(range(channels))
         rows["images"] += [lp.count] * channels
@@ -117,11 +117,11 @@ def write_tables(
         rows["rare"] += ((lp.fire > 0) & (rate < RARE)).tolist()
         rows["top_class"] += np.asarray(best_class).tolist()
         rows["selectivity"] += selectivity.tolist()
-        for cls in np.nonzero(labelled)[0]:
+        for row, cls in enumerate(part.classes):
             sel["layer"] += [name] * channels
             sel["channel"] += list(range(channels))
             sel["class"] += [int(cls)] * channels
-            sel["mean"] += class_mean[cls].tolist()
+            sel["mean"] += class_mean[row].tolist()
         k = lp.top_id.shape[0]
         valid = lp.top_id != NO_IMAGE
         for ch in range(channels):
@@ -145,11 +145,6 @@ def write_tables(
     _write_skipped(out, part)
 
 
-def _classes(part: Partial) -> int:
-    first = next(iter(part.layers.values()), None)
-    return 0 if first is None else first.class_sum.shape[0]
-
-
 def _selectivity(class_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: the class with the highest mean activation, and Morcos et al.'s class
     selectivity (μ_best − μ_rest) / (μ_best + μ_rest) (0 where undefined)."""
@@ -168,22 +163,22 @@ def _selectivity(class_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _write_classes(
     out: Path, part: Partial, class_names: list[str] | None, class_count: np.ndarray
 ) -> None:
-    known = part.label >= 0
+    right = (part.label >= 0) & (part.label == part.prediction)
     correct = np.bincount(
-        part.label[known & (part.label == part.prediction)], minlength=len(class_count)
+        np.searchsorted(part.classes, part.label[right]), minlength=len(class_count)
     )
     has_cam = part.cam_sum is not None and part.cam_count is not None
     columns: dict[str, list[Any]] = {k: [] for k in (
         "class", "name", "images", "correct", "accuracy", "cam_height", "cam_width", "mean_cam")}
-    for cls in np.nonzero(class_count)[0]:
+    for row, cls in enumerate(part.classes):
         columns["class"].append(int(cls))
         name = class_names[cls] if class_names and cls < len(class_names) else f"class {cls}"
         columns["name"].append(name)
-        columns["images"].append(int(class_count[cls]))
-        columns["correct"].append(int(correct[cls]))
-        columns["accuracy"].append(float(correct[cls] / class_count[cls]))
-        if has_cam and part.cam_count[cls] > 0:
-            cam = (part.cam_sum[cls] / part.cam_count[cls]).astype(np.float32)
+        columns["images"].append(int(class_count[row]))
+        columns["correct"].append(int(correct[row]))
+        columns["accuracy"].append(float(correct[row] / class_count[row]))
+        if has_cam and part.cam_count[row] > 0:
+            cam = (part.cam_sum[row] / part.cam_count[row]).astype(np.float32)
             columns["cam_height"].append(cam.shape[0])
             columns["cam_width"].append(cam.shape[1])
             columns["mean_cam"].append(cam.ravel().tolist())
