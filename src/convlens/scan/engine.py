@@ -63,7 +63,8 @@ def model_fingerprint(model: Model) -> str:
     for key, tensor in model.network.state_dict().items():
         digest.update(key.encode())
         if isinstance(tensor, torch.Tensor):
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
