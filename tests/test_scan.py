@@ -272,3 +272,16 @@ def test_seed_style_keras_model(folder, tmp_path, one_thread):
     assert (second["y0"] == 2 * second["y"]).all()
     assert (second["y1"] == 2 * second["y"] + 7).all()
     assert result.class_mean_cam("dogs").shape == (32, 32)
+
+
+def test_receptive_fields_of_the_default_model(default_model, one_thread):
+    """EfficientNet-Lite0: TF-style 'same' padding, squeeze-excitation and residual additions;
+    the geometry of every conv layer is found, and equals the gradient's support."""
+    layers = default_model.resolve("conv")
+    fields = chain_fields(default_model, layers)
+    assert all(fields[info.name] is not None for info in layers)
+    for info in (layers[0], layers[3], layers[10], layers[30]):
+        _, h, w, _ = info.output_shape
+        y, x = h // 2, w // 3
+        expected = gradient_box(default_model, info, y, x, trials=2)
+        assert field_box(fields[info.name], y, x, (224, 224)) == expected, info.name

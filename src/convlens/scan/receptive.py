@@ -1,9 +1,11 @@
 """Receptive fields: which input pixels a position of a layer's output can see.
 
-For a chain of convolutions and poolings (the seed's model, VGG) the field is worked out from the
+For a chain of convolutions and poolings (the seed's model, VGG, EfficientNet's main path: global
+squeeze-excitation vectors and residual additions do not widen it) the field is worked out from the
 layers' kernels, strides, paddings and dilations. Where the chain does not explain a layer's
-output size (branches, as in a ResNet), the box is the support of the gradient of that position
-with respect to the input, on a few random images.
+output size (a ResNet's downsampling branch), the box is the support of the gradient of the
+layer's central position with respect to the input (on a few random images), moved by the
+layer's stride to each position.
 """
 
 from __future__ import annotations
@@ -82,12 +84,13 @@ def chain_fields(model: Model, layers: list[LayerInfo]) -> dict[str, tuple[Axis,
             out_size = (shape[1], shape[2])
             ph = _padding(padding, size[0], out_size[0], kh, sh, dh, 0)
             pw = _padding(padding, size[1], out_size[1], kw, sw, dw, 1)
-            expected = tuple(
-                (n + 2 * p - (d * (k - 1) + 1)) // s + 1
-                for n, p, k, s, d in ((size[0], ph, kh, sh, dh), (size[1], pw, kw, sw, dw))
-            )
-            if expected != out_size and not _ceil_mode(info.module, size, out_size):
-                broken = True
+            if _out_size(size, (ph, pw), (kh, kw), (sh, sw), (dh, dw)) != out_size:
+                # TF-style "same" padding computed at run time (Conv2dSame, ported models)
+                ph = _padding("same", size[0], out_size[0], kh, sh, dh, 0)
+                pw = _padding("same", size[1], out_size[1], kw, sw, dw, 1)
+                same = (-(-size[0] // sh), -(-size[1] // sw))  # "same": ceil(size / stride)
+                if same != out_size and not _ceil_mode(info.module, size, out_size):
+                    broken = True
             rows, cols = rows.then(kh, sh, ph, dh), cols.then(kw, sw, pw, dw)
             size = out_size
         elif shape is not None and len(shape) == 4 and tuple(shape[1:3]) != size:
@@ -95,6 +98,14 @@ def chain_fields(model: Model, layers: list[LayerInfo]) -> dict[str, tuple[Axis,
         if info.name in wanted:
             out[info.name] = None if broken else (rows, cols)
     return out
+
+
+def _out_size(size: tuple[int, ...], pad: tuple[int, int], kernel: tuple[int, int],
+              stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        (size[i] + 2 * pad[i] - (dilation[i] * (kernel[i] - 1) + 1)) // stride[i] + 1
+        for i in (0, 1)
+    )
 
 
 def _ceil_mode(module: Any, size: tuple[int, ...], out_size: tuple[int, int]) -> bool:
@@ -137,21 +148,26 @@ def gradient_box(
 def boxes(
     model: Model, layers: list[LayerInfo], positions: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Input boxes (P, 4) of the (P, 2) (y, x) positions of each layer."""
+    """Input boxes (P, 4) of the (P, 2) (y, x) positions of each layer.
+
+    Where the layer geometry does not explain a layer, its box is the gradient's support at the
+    central position, moved by the layer's stride (input size / output size) to each position.
+    """
     fields = chain_fields(model, layers)
-    size = tuple(model.input_size)
+    h, w = model.input_size
     by_name = {info.name: info for info in layers}
     out = {}
     for name, yx in positions.items():
         geometry = fields.get(name)
-        cache: dict[tuple[int, int], Box] = {}
+        if geometry is None:
+            info = by_name[name]
+            _, oh, ow, _ = info.output_shape
+            cy, cx = oh // 2, ow // 2
+            x0, y0, x1, y1 = gradient_box(model, info, cy, cx)
+            jy, jx = max(1, round(h / oh)), max(1, round(w / ow))
+            geometry = (Axis(jy, y0 - cy * jy, y1 - y0 + 1), Axis(jx, x0 - cx * jx, x1 - x0 + 1))
         result = np.zeros((len(yx), 4), np.int32)
         for i, (y, x) in enumerate(yx.tolist()):
-            if (y, x) not in cache:
-                cache[(y, x)] = (
-                    field_box(geometry, y, x, size) if geometry is not None
-                    else gradient_box(model, by_name[name], y, x)
-                )
-            result[i] = cache[(y, x)]
+            result[i] = field_box(geometry, y, x, (h, w))
         out[name] = result
     return out
