@@ -41,17 +41,14 @@ def same_tables(a: ScanResult, b: ScanResult) -> None:
 
 @pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")
 def test_ray_engine_equals_local(ray_cluster, tmp_path):
+    """`convlens scan --engine ray --ray-address ADDR` (another process joining this session's
+    Ray) gives the local engine's tables."""
     root = tmp_path / "data"
-    write_folder(root, per_class=20)
+    write_folder(root, per_class=12)
     net = tiny_convnet(classes=2, seed=2)
-    model = cl.load_model(net, input_size=(32, 32), preprocess="unit")
-    options = {"top_k": 4, "shard_size": 16, "batch_size": 8}
-    local = scan(model, root, tmp_path / "local", **options)
-    on_ray = scan(model, root, tmp_path / "ray", engine="ray", **options)
-    assert on_ray.manifest["engine"] == "ray"
-    same_tables(local, on_ray)
+    model = cl.load_model(net, input_size=(32, 32), preprocess="unit", name="tiny")
+    local = scan(model, root, tmp_path / "local", top_k=4, shard_size=16, batch_size=8)
 
-    # the CLI in another process joins this cluster with --ray-address
     model_path = tmp_path / "tiny.pt"
     torch.save(net, model_path)
     repo = Path(__file__).resolve().parents[1]
@@ -59,14 +56,13 @@ def test_ray_engine_equals_local(ray_cluster, tmp_path):
     code = "import sys; from convlens.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", code, "scan", str(root), "--model", str(model_path),
-         "--input-size", "32", "--preprocess", "unit", "--out", str(tmp_path / "joined"),
-         "--top-k", "4", "--shard-size", "16", "--batch-size", "8", "--no-cam", "--quiet",
+         "--input-size", "32", "--preprocess", "unit", "--out", str(tmp_path / "ray"),
+         "--top-k", "4", "--shard-size", "16", "--batch-size", "4", "--quiet",
          "--engine", "ray", "--ray-address", ray_cluster],
-        env=env, cwd=repo, capture_output=True, text=True, timeout=300,
+        env=env, cwd=repo, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    joined = ScanResult(tmp_path / "joined")
-    pd.testing.assert_frame_equal(joined.channels[STATS], local.channels[STATS],
-                                  check_exact=False, rtol=1e-5)
-    pd.testing.assert_frame_equal(joined.topk[TOPK], local.topk[TOPK], check_exact=False,
-                                  rtol=1e-5)
+    on_ray = ScanResult(tmp_path / "ray")
+    assert on_ray.manifest["engine"] == "ray"
+    assert on_ray.manifest["model"]["fingerprint"] == local.manifest["model"]["fingerprint"]
+    same_tables(local, on_ray)
