@@ -285,3 +285,37 @@ def test_receptive_fields_of_the_default_model(default_model, one_thread):
         y, x = h // 2, w // 3
         expected = gradient_box(default_model, info, y, x, trials=2)
         assert field_box(fields[info.name], y, x, (224, 224)) == expected, info.name
+
+
+class _Branching(torch.nn.Module):
+    """A residual block with a strided 1x1 shortcut, as in a ResNet: the chain breaks there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv1 = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.shortcut = torch.nn.Conv2d(4, 4, 1, stride=2)
+        self.after = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x)
+        return self.after(torch.relu(y)).mean(dim=(2, 3))
+
+
+def test_receptive_fields_where_the_net_branches():
+    from convlens.scan.receptive import boxes
+
+    torch.manual_seed(0)
+    net = _Branching()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    model = cl.load_model(net, input_size=(32, 32), preprocess="unit")
+    after = model.layer("after")
+    assert chain_fields(model, [after])["after"] is None  # the shortcut broke the chain
+    positions = np.array([[8, 8], [5, 9], [10, 4]])
+    got = boxes(model, [after], {"after": positions})["after"]
+    for (y, x), box in zip(positions.tolist(), got.tolist()):
+        assert tuple(box) == gradient_box(model, after, y, x, trials=4)
