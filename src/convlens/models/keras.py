@@ -104,10 +104,9 @@ class KerasModel(HookedModel):
             raise ModelError(f"expected a keras.Model, got {type(network).__name__}")
         shape = self._input_shape(network)
         if input_size is None:
-            if shape is None or shape[1] is None or shape[2] is None:
-                input_size = (224, 224)
-            else:
-                input_size = (int(shape[1]), int(shape[2]))
+            # a free dimension takes the fixed one's size (square images), or 224
+            h, w = (None, None) if shape is None else shape[1:3]
+            input_size = (int(h or w or 224), int(w or h or 224))
         self._fixed = shape is not None and (shape[1] is not None or shape[2] is not None)
         self._head = self._final_activation_layer(network)
         self._fresh: dict[int, dict[str, Any]] = {}

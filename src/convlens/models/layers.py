@@ -16,7 +16,7 @@ KINDS = (
     "conv", "pool", "linear", "norm", "activation", "dropout", "reshape", "merge",
     "preprocess", "augment", "block", "other",
 )
-#: What ``activations()`` captures by default: the seed's Conv2D and MaxPooling2D layers.
+#: What ``activations()`` captures by default: the book's Conv2D and MaxPooling2D layers.
 DEFAULT_ACTIVATION_KINDS = ("conv", "pool")
 
 
@@ -90,7 +90,7 @@ def select(
     """Layers by name, glob (``"layer4.*"``), kind (``"conv"``), or a list of these.
 
     A module called several times matches all its calls by its plain name. ``None`` selects the
-    spatial conv and pooling layers (the seed's choice).
+    spatial conv and pooling layers (the book's choice).
     """
     if selector is None:
         wanted = DEFAULT_ACTIVATION_KINDS

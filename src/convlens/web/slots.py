@@ -19,7 +19,7 @@ __all__ = ["ModelSlot"]
 
 T = TypeVar("T")
 
-#: Activation grids put this many channels in a row (the seed's ``images_per_row``).
+#: Activation grids put this many channels in a row (the book's ``images_per_row``).
 #: A single channel is enlarged to at least this many pixels on its longer side.
 CHANNEL_SIDE = 256
 

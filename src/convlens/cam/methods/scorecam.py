@@ -10,7 +10,7 @@ instead: the target's logits on the masked images, softmaxed over channels.
 
 Masks multiply the network's input (after preprocessing), as the authors' implementation does:
 a masked-out pixel becomes 0 there, i.e. the mean colour for a mean/std-normalized model, black
-for a model that rescales its pixels inside the network (the seed's Keras convnet).
+for a model that rescales its pixels inside the network (the book's Keras convnet).
 
 Faster Score-CAM (``top_k``): only the ``top_k`` channels with the largest spatial variance are
 scored (Wang et al.'s follow-up in the Score-CAM repository); the others get weight 0.
