@@ -9,6 +9,7 @@ Actors get fractional CPUs: on a small machine, whole-CPU actors starve the read
 from __future__ import annotations
 
 import io
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -111,7 +112,9 @@ def ray_shards(
     started = _connect(address)
     try:
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        context.enable_progress_bars = False  # convlens shows its own bar
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         size = plan.shard_size
         rows = [
             {"id": it.id, "path": it.path, "label": it.label, "shard": s}
