@@ -41,12 +41,25 @@ def test_atlas_pages(tmp_path, one_thread, capsys):
     assert np.abs(got - expected).mean() < 12  # JPEG of the same patch
 
 
-def test_digits_demo(tmp_path, one_thread):
+def test_digits_demo_and_its_cams(tmp_path, one_thread):
+    """The shipped digits convnet: it learned the digits, and the scan's fused Grad-CAMs (one
+    pass with the statistics) equal model.cam's, class by class and mistake by mistake."""
     from convlens.scan.demo import digits_model, write_digits
 
     root = write_digits(tmp_path / "digits", count=60)
     model = digits_model()
-    result = scan(model, root, tmp_path / "scan", top_k=2, cam=False)
+    result = scan(model, root, tmp_path / "scan", top_k=2, batch_size=16)
     assert result.class_names == [str(d) for d in range(10)]
     assert len(result.images) == 60
     assert result.accuracy > 0.8  # the shipped weights learned the digits
+    images = result.images
+    for digit in (3, 8):
+        paths = images[images["label"] == digit]["path"].tolist()
+        expected = model.cam(paths, target=digit).heatmap.mean(axis=0)
+        assert expected.max() > 0.1
+        np.testing.assert_allclose(result.class_mean_cam(str(digit)), expected, atol=1e-5)
+    assert result.mistakes()  # three of these 60 digits are misread
+    for mistake in result.mistakes():
+        cams = model.cam([mistake["path"]] * 2, target=[mistake["label"], mistake["prediction"]])
+        np.testing.assert_allclose(mistake["cam_true"], cams.heatmap[0], atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(mistake["cam_predicted"], cams.heatmap[1], atol=1 / 255 + 1e-6)

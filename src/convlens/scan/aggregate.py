@@ -12,12 +12,13 @@ split of the data gives the same top-k; moments are merged in a fixed (shard) or
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from ..targets import as_logits, resolve_targets, score_rows
 
 if TYPE_CHECKING:
     from ..models import LayerInfo, Model
@@ -177,6 +178,15 @@ def _cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return np.concatenate([a, b])
 
 
+def _from_logits(model: Model, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from logits (``targets.as_logits``), as ``Model.probabilities``."""
+    logits = logits.float()
+    if model.output == "sigmoid":
+        p = torch.sigmoid(logits[:, :1] if logits.shape[1] == 1 else logits)
+        return torch.cat([1 - p, p], dim=1)
+    return logits.softmax(dim=1)
+
+
 def probabilities(model: Model, out: torch.Tensor) -> torch.Tensor:
     """The model's raw output → class probabilities (N, classes), as ``Model.probabilities``."""
     out = out.float()
@@ -219,19 +229,35 @@ class Scanner:
         })
 
     def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
-        """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial."""
+        """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial.
+
+        With CAMs, the same pass records the layers and starts autograd at the CAM layer: the
+        Grad-CAM of the true class (and of the predicted one, for mistakes) costs only the
+        backward passes through the head.
+        """
         model = self.model
-        with model.capture(self.layers) as cap:
-            out = cap.run(model.prepare(pixels))
-            outputs = dict(cap.outputs)
-        probs = probabilities(model, out)
-        score, prediction = probs.max(dim=1)
         labels = np.asarray(labels, np.int64)
+        cam = self.cam and bool((labels >= 0).any())
+        if cam:
+            cam_info = self._cam_info()
+            infos = [*self.layers, *([] if cam_info in self.layers else [cam_info])]
+            with model.logit_outputs(), model.capture(infos, grad_from=[cam_info]) as cap:
+                output = cap.run(model.prepare(pixels))
+                outputs = dict(cap.outputs)
+            with torch.enable_grad():
+                logits = as_logits(model, output)
+            probs = _from_logits(model, logits.detach())
+        else:
+            with model.capture(self.layers) as cap:
+                out = cap.run(model.prepare(pixels))
+                outputs = dict(cap.outputs)
+            probs = probabilities(model, out)
+        score, prediction = probs.max(dim=1)
         classes, rows = np.unique(labels, return_inverse=True)
         known = classes >= 0
         rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
         layers = {
-            info.name: self._layer(outputs.pop(info.name), ids, rows, int(known.sum()))
+            info.name: self._layer(outputs[info.name].detach(), ids, rows, int(known.sum()))
             for info in self.layers
         }
         part = Partial(
@@ -239,8 +265,18 @@ class Scanner:
             score.cpu().numpy().astype(np.float32), classes[known],
         )
         if self.cam:
-            self._cams(part, pixels)
+            size = _kept_size(tuple(pixels.shape[1:3]))
+            part.cam_sum = np.zeros((len(part.classes), *size))
+            part.cam_count = np.zeros(len(part.classes), np.int64)
+            part.mistake_cam = np.zeros((0, 2, *size), np.uint8)
+            if cam:
+                self._cams(part, logits, outputs[cam_info.name], tuple(pixels.shape[1:3]))
         return part
+
+    def _cam_info(self) -> LayerInfo:
+        from ..cam import target_layers
+
+        return target_layers(self.model, self.cam_layer)[0]
 
     def _layer(
         self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int
@@ -267,41 +303,48 @@ class Scanner:
         )
         return _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
 
-    def _cams(self, part: Partial, pixels: torch.Tensor) -> None:
-        size = _kept_size(tuple(pixels.shape[1:3]))
-        part.cam_sum = np.zeros((len(part.classes), *size))
-        part.cam_count = np.zeros(len(part.classes), np.int64)
-        part.mistake_cam = np.zeros((0, 2, *size), np.uint8)
+    def _cams(
+        self, part: Partial, logits: torch.Tensor, leaf: torch.Tensor, size: tuple[int, int]
+    ) -> None:
+        """Grad-CAM of the true class of the labelled images, and of the predicted class of the
+        misclassified ones, from the batch's graph (``leaf``: the CAM layer's output)."""
         known = np.nonzero(part.label >= 0)[0]
-        if not len(known):
-            return
         labels = part.label[known]
-        true_heat = self._heatmap(pixels[known], labels)
+        wrong = np.nonzero(part.prediction[known] != labels)[0]
+        true_heat = self._heatmap(logits, leaf, known, labels, size, keep=len(wrong) > 0)
         rows = np.searchsorted(part.classes, labels)
         np.add.at(part.cam_sum, rows, true_heat)
         np.add.at(part.cam_count, rows, 1)
-        wrong = np.nonzero(part.prediction[known] != labels)[0]
         if len(wrong):
             predicted = part.prediction[known][wrong]
-            pred_heat = self._heatmap(pixels[known[wrong]], predicted)
+            pred_heat = self._heatmap(logits, leaf, known[wrong], predicted, size, keep=False)
             both = np.stack([true_heat[wrong], pred_heat], axis=1)
             part.mistake_id = part.image_id[known[wrong]]
             part.mistake_cam = np.round(both * 255).astype(np.uint8)
 
-    def _heatmap(self, pixels: torch.Tensor, targets: np.ndarray) -> np.ndarray:
-        from ..cam import compute_cam
+    def _heatmap(
+        self, logits: torch.Tensor, leaf: torch.Tensor, rows: np.ndarray, targets: np.ndarray,
+        size: tuple[int, int], keep: bool,
+    ) -> np.ndarray:
+        """Grad-CAM heatmaps (as ``model.cam``) of ``rows`` for their ``targets``."""
+        from ..cam import GradCAM
+        from ..cam.maps import normalize_maps
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-zero map is a fine answer
-            result = compute_cam(
-                self.model, pixels, "gradcam", target=[int(t) for t in targets],
-                layer=self.cam_layer,
-            )
-        heat = torch.from_numpy(result.heatmap)
-        size = _kept_size(tuple(heat.shape[1:]))
-        if size != tuple(heat.shape[1:]):
-            heat = torch.nn.functional.interpolate(heat[:, None], size=size, mode="area")[:, 0]
-        return heat.double().numpy()
+        model = self.model
+        index = torch.as_tensor(rows, device=logits.device)
+        chosen = logits.index_select(0, index)
+        plan = resolve_targets(model, [int(t) for t in targets], chosen)
+        with torch.enable_grad():
+            score = score_rows(plan.round(0), chosen)
+            (grad,) = torch.autograd.grad(score.sum(), leaf, retain_graph=keep)
+        acts = model.nchw(leaf.detach()).float().index_select(0, index)
+        grads = model.nchw(grad).float().index_select(0, index)
+        raw = GradCAM().layer_map(None, None, acts, grads)  # type: ignore[arg-type]
+        heat, _ = normalize_maps([raw], size)
+        kept = _kept_size(size)
+        if kept != size:
+            heat = torch.nn.functional.interpolate(heat[:, None], size=kept, mode="area")[:, 0]
+        return heat.double().cpu().numpy()
 
 
 #: CAMs are kept at most this many pixels high and wide (a class mean of 1,000 classes stays small)
