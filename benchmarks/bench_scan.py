@@ -79,14 +79,16 @@ def _floor(model: cl.Model, paths: list[Path], labels: list[int]) -> dict[str, f
     return {"decode": decode, "forward": _seconds(forward), "gradcam": _seconds(gradcam)}
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) forking parent
 _RSS_CHILD = """
-import resource, sys
+import re, sys
 import convlens as cl
 from convlens.scan import scan
 from convlens.scan.demo import digits_model
 root, out = sys.argv[1], sys.argv[2]
 scan(digits_model(), root, out, cam=False, top_k=9)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)))
 """
 
 
