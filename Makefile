@@ -29,6 +29,8 @@ test: setup browser lint
 
 demo: setup
 	$(BIN)/convlens report chelsea coffee camera stereo_motorcycle --out $(OUT)/report --json
+	$(BIN)/python -m convlens.scan.demo $(OUT)/digits
+	$(BIN)/convlens report --scan $(OUT)/digits/scan --out $(OUT)/atlas
 
 # The peers (torch-cam, Captum) install beside the pinned torch for the benchmarks only.
 bench: setup

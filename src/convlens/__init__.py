@@ -23,12 +23,13 @@ from .images import SAMPLES, load_image, load_images, sample_image
 from .models import LayerInfo, Model, Prediction, load_model
 from .notebook import show
 from .render import overlay
+from .scan import ScanResult, scan
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CAM_METHODS", "FILTER_RECIPES", "SAMPLES", "Activations", "CamResult", "ConvlensError",
     "FilterResult", "ImageError", "LayerInfo", "LayerNotFoundError", "Model", "ModelError",
-    "Prediction", "activation_grid", "empty_channels", "filter_grid", "load_image", "load_images",
-    "load_model", "overlay", "sample_image", "show",
+    "Prediction", "ScanResult", "activation_grid", "empty_channels", "filter_grid", "load_image",
+    "load_images", "load_model", "overlay", "sample_image", "scan", "show",
 ]

@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", nargs="+", default=None,
                         help="activation layers: names, globs or kinds (default: conv + pool)")
     parser.add_argument("--top", type=positive_int, default=5, help="predictions per image (5)")
+    parser.add_argument("--scan", default=None, metavar="DIR",
+                        help="instead: the channel atlas of a `convlens scan` folder")
     parser.set_defaults(func=run)
 
 
@@ -79,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
 
     start = perf_counter()
     folder = check_output_path(args.out, "--out", folder=True)
+    if args.scan:
+        from ..report.atlas import build_atlas
+
+        path = build_atlas(args.scan, folder)
+        print(f"atlas: {path} ({perf_counter() - start:.0f} s)\nopen:  {path.resolve().as_uri()}")
+        return 0
     options = options_from_args(args)
     cam_methods(options.cam_methods)  # unknown names fail now, not after the predictions
     check_images(args.images)

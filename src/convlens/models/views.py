@@ -50,3 +50,7 @@ class ViewMethods:
     def filters(self, layer: str, **options: Any) -> Any:
         """Filter visualizations of one layer; see :func:`convlens.filters.visualize_filters`."""
         return self._view("filters")(self, layer, **options)
+
+    def scan(self, source: Any, out: Any = None, **options: Any) -> Any:
+        """A whole data set, in one resumable pass; see :func:`convlens.scan.scan`."""
+        return self._view("scan")(self, source, out, **options)

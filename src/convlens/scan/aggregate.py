@@ -1,0 +1,357 @@
+"""The per-batch function and its mergeable partial aggregates.
+
+``Scanner.batch(pixels, ids, labels)`` runs the model once on a batch (capturing the chosen
+layers) and returns a :class:`Partial`: per (layer, channel) the image count, firing count, the
+Chan/Welford mean and M2 of the spatial mean, the max, class sums, and a bounded top-k (by spatial
+max, or spatial mean) with the argmax position; per image the prediction, score and label; per
+class the summed Grad-CAM of the true class; the misclassified images with both CAMs.
+
+``merge(a, b)`` is associative, and the top-k is a total order (value, then image id), so any
+split of the data gives the same top-k; moments are merged in a fixed (shard) order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..targets import as_logits, resolve_targets, score_rows
+
+if TYPE_CHECKING:
+    from ..models import LayerInfo, Model
+
+#: An empty top-k slot's image id: after every real id in the (value desc, id asc) order.
+NO_IMAGE = np.iinfo(np.int64).max
+
+
+@dataclass
+class LayerPartial:
+    """Per-channel statistics of one layer over some images."""
+
+    count: int
+    fire: np.ndarray  # (C,) int64: images whose spatial max > 0
+    mean: np.ndarray  # (C,) float64: mean of the spatial mean
+    m2: np.ndarray  # (C,) float64: sum of squared deviations of the spatial mean
+    max: np.ndarray  # (C,) float64: the largest activation
+    class_sum: np.ndarray  # (K, C) float64: sum of the spatial mean per class of Partial.classes
+    top_value: np.ndarray  # (k, C) float64, descending
+    top_id: np.ndarray  # (k, C) int64
+    top_y: np.ndarray  # (k, C) int32: argmax row of the channel's map
+    top_x: np.ndarray  # (k, C) int32
+
+    @classmethod
+    def empty(cls, channels: int, k: int, classes: int = 0) -> LayerPartial:
+        return cls(
+            0, np.zeros(channels, np.int64), np.zeros(channels), np.zeros(channels),
+            np.full(channels, -np.inf), np.zeros((classes, channels)),
+            np.full((k, channels), -np.inf), np.full((k, channels), NO_IMAGE, np.int64),
+            np.zeros((k, channels), np.int32), np.zeros((k, channels), np.int32),
+        )
+
+
+def _merge_layer(
+    a: LayerPartial, b: LayerPartial, k: int, class_sum: np.ndarray | None = None
+) -> LayerPartial:
+    """``class_sum``: the merged class sums when the two cover different classes."""
+    n = a.count + b.count
+    if class_sum is None:
+        class_sum = a.class_sum + b.class_sum
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / n) if n else a.mean
+    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n) if n else a.m2
+    value = np.concatenate([a.top_value, b.top_value])
+    ids = np.concatenate([a.top_id, b.top_id])
+    order = np.lexsort((ids, -value), axis=0)[:k]  # value descending, then image id ascending
+    pick = lambda arr: np.take_along_axis(arr, order, axis=0)  # noqa: E731
+    return LayerPartial(
+        n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), class_sum,
+        pick(value), pick(ids), pick(np.concatenate([a.top_y, b.top_y])),
+        pick(np.concatenate([a.top_x, b.top_x])),
+    )
+
+
+@dataclass
+class Partial:
+    """Everything a scan learns from some images; ``merge`` two of them in data order."""
+
+    layers: dict[str, LayerPartial]
+    image_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    prediction: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    #: the labels seen (sorted): the rows of every class_sum, cam_sum and cam_count
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cam_sum: np.ndarray | None = None  # (K, h, w) float64: Grad-CAM of the true class, summed
+    cam_count: np.ndarray | None = None  # (K,) int64
+    mistake_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mistake_cam: np.ndarray | None = None  # (M, 2, H, W) uint8: true class, predicted class
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (id, path, reason)
+
+    def merge(self, other: Partial, k: int) -> Partial:
+        classes = np.union1d(self.classes, other.classes).astype(np.int64)
+        mine = np.searchsorted(classes, self.classes)
+        theirs = np.searchsorted(classes, other.classes)
+
+        def spread(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            """Rows of ``a`` (self's classes) and ``b`` (other's) added into rows of classes."""
+            if a is None or b is None:
+                one, rows = (b, theirs) if a is None else (a, mine)
+                if one is None:
+                    return None
+                out = np.zeros((len(classes), *one.shape[1:]), one.dtype)
+                out[rows] = one
+                return out
+            out = np.zeros((len(classes), *a.shape[1:]), np.result_type(a, b))
+            out[mine] += a
+            out[theirs] += b
+            return out
+
+        layers = {
+            name: _merge_layer(lp, other.layers[name], k, spread(lp.class_sum,
+                                                                 other.layers[name].class_sum))
+            for name, lp in self.layers.items()
+        }
+        return Partial(
+            layers,
+            np.concatenate([self.image_id, other.image_id]),
+            np.concatenate([self.label, other.label]),
+            np.concatenate([self.prediction, other.prediction]),
+            np.concatenate([self.score, other.score]),
+            classes,
+            spread(self.cam_sum, other.cam_sum),
+            spread(self.cam_count, other.cam_count),
+            np.concatenate([self.mistake_id, other.mistake_id]),
+            _cat(self.mistake_cam, other.mistake_cam),
+            self.skipped + other.skipped,
+        )
+
+    # -- shard files -------------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat named arrays (for ``np.savez``; no pickles)."""
+        out: dict[str, np.ndarray] = {}
+        for i, (name, lp) in enumerate(self.layers.items()):
+            out[f"L{i}.name"] = np.array(name)
+            out[f"L{i}.count"] = np.array(lp.count, np.int64)
+            for key in ("fire", "mean", "m2", "max", "class_sum", "top_value", "top_id",
+                        "top_y", "top_x"):
+                out[f"L{i}.{key}"] = getattr(lp, key)
+        for key in ("image_id", "label", "prediction", "score", "classes", "mistake_id"):
+            out[key] = getattr(self, key)
+        for key in ("cam_sum", "cam_count", "mistake_cam"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out["skipped_id"] = np.array([s[0] for s in self.skipped], np.int64)
+        out["skipped_path"] = np.array([s[1] for s in self.skipped], dtype=str)
+        out["skipped_reason"] = np.array([s[2] for s in self.skipped], dtype=str)
+        return out
+
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray]) -> Partial:
+        layers = {}
+        i = 0
+        while f"L{i}.name" in data:
+            p = f"L{i}."
+            layers[str(data[p + "name"])] = LayerPartial(
+                int(data[p + "count"]), *(data[p + key] for key in (
+                    "fire", "mean", "m2", "max", "class_sum", "top_value", "top_id", "top_y",
+                    "top_x"))
+            )
+            i += 1
+        skipped = [
+            (int(a), str(b), str(c))
+            for a, b, c in zip(data["skipped_id"], data["skipped_path"], data["skipped_reason"])
+        ]
+        return cls(
+            layers, data["image_id"], data["label"], data["prediction"], data["score"],
+            data["classes"], data.get("cam_sum"), data.get("cam_count"), data["mistake_id"],
+            data.get("mistake_cam"), skipped,
+        )
+
+
+def _cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return np.concatenate([a, b])
+
+
+def _from_logits(model: Model, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from logits (``targets.as_logits``), as ``Model.probabilities``."""
+    logits = logits.float()
+    if model.output == "sigmoid":
+        p = torch.sigmoid(logits[:, :1] if logits.shape[1] == 1 else logits)
+        return torch.cat([1 - p, p], dim=1)
+    return logits.softmax(dim=1)
+
+
+def probabilities(model: Model, out: torch.Tensor) -> torch.Tensor:
+    """The model's raw output → class probabilities (N, classes), as ``Model.probabilities``."""
+    out = out.float()
+    if model.output == "sigmoid":
+        p = out[:, :1] if out.shape[1] == 1 else out
+        return torch.cat([1 - p, p], dim=1)
+    if model.output == "probabilities":
+        return out
+    return out.softmax(dim=1)
+
+
+class Scanner:
+    """The per-batch function of a scan: ``batch(pixels, ids, labels) → Partial``.
+
+    Args:
+        model: the wrapped model.
+        layers: the layers to summarize (``LayerInfo`` from ``model.resolve``).
+        top_k: images kept per channel.
+        rank: ``"max"`` (spatial max, as NetDissect) or ``"mean"`` (spatial mean, as CLIP-Dissect).
+        classes: the number of classes (the model's outputs, or more labels).
+        cam: compute the per-class mean Grad-CAM and the mistakes' CAMs (labelled images only).
+        cam_layer: the CAM layer (``None``: the model's default CAM layer).
+    """
+
+    def __init__(
+        self, model: Model, layers: list[LayerInfo], *, top_k: int, rank: str, classes: int,
+        cam: bool, cam_layer: str | None = None,
+    ):
+        self.model = model
+        self.layers = layers
+        self.top_k = top_k
+        self.rank = rank
+        self.classes = classes
+        self.cam = cam
+        self.cam_layer = cam_layer
+
+    def empty(self) -> Partial:
+        return Partial({
+            info.name: LayerPartial.empty(info.channels or 0, self.top_k) for info in self.layers
+        })
+
+    def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
+        """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial.
+
+        With CAMs, the same pass records the layers and starts autograd at the CAM layer: the
+        Grad-CAM of the true class (and of the predicted one, for mistakes) costs only the
+        backward passes through the head.
+        """
+        model = self.model
+        labels = np.asarray(labels, np.int64)
+        cam = self.cam and bool((labels >= 0).any())
+        if cam:
+            cam_info = self._cam_info()
+            infos = [*self.layers, *([] if cam_info in self.layers else [cam_info])]
+            with model.logit_outputs(), model.capture(infos, grad_from=[cam_info]) as cap:
+                output = cap.run(model.prepare(pixels))
+                outputs = dict(cap.outputs)
+            with torch.enable_grad():
+                logits = as_logits(model, output)
+            probs = _from_logits(model, logits.detach())
+        else:
+            with model.capture(self.layers) as cap:
+                out = cap.run(model.prepare(pixels))
+                outputs = dict(cap.outputs)
+            probs = probabilities(model, out)
+        score, prediction = probs.max(dim=1)
+        classes, rows = np.unique(labels, return_inverse=True)
+        known = classes >= 0
+        rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
+        layers = {
+            info.name: self._layer(outputs[info.name].detach(), ids, rows, int(known.sum()))
+            for info in self.layers
+        }
+        part = Partial(
+            layers, np.asarray(ids, np.int64), labels, prediction.cpu().numpy().astype(np.int64),
+            score.cpu().numpy().astype(np.float32), classes[known],
+        )
+        if self.cam:
+            size = _kept_size(tuple(pixels.shape[1:3]))
+            part.cam_sum = np.zeros((len(part.classes), *size))
+            part.cam_count = np.zeros(len(part.classes), np.int64)
+            part.mistake_cam = np.zeros((0, 2, *size), np.uint8)
+            if cam:
+                self._cams(part, logits, outputs[cam_info.name], tuple(pixels.shape[1:3]))
+        return part
+
+    def _cam_info(self) -> LayerInfo:
+        from ..cam import target_layers
+
+        return target_layers(self.model, self.cam_layer)[0]
+
+    def _layer(
+        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int
+    ) -> LayerPartial:
+        tensor = self.model.nchw(tensor)
+        n, c, _, w = tensor.shape
+        flat = tensor.reshape(n, c, -1)
+        spatial_max, where = flat.max(dim=2)  # the first maximal position, as np.argmax
+        # summed in float64: a channel far from 0 (a -1000 bias) keeps its small variations
+        spatial_mean = flat.sum(dim=2, dtype=torch.float64) / flat.shape[2]
+        smax = spatial_max.double().cpu().numpy()
+        smean = spatial_mean.cpu().numpy()
+        where = where.cpu().numpy()
+        mean = smean.mean(axis=0)
+        class_sum = np.zeros((classes, c))
+        known = rows >= 0
+        np.add.at(class_sum, rows[known], smean[known])
+        value = smax if self.rank == "max" else smean
+        batch_ids = np.broadcast_to(np.asarray(ids, np.int64)[:, None], (n, c))
+        own = LayerPartial(
+            n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
+            class_sum, value, np.ascontiguousarray(batch_ids),
+            (where // w).astype(np.int32), (where % w).astype(np.int32),
+        )
+        return _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
+
+    def _cams(
+        self, part: Partial, logits: torch.Tensor, leaf: torch.Tensor, size: tuple[int, int]
+    ) -> None:
+        """Grad-CAM of the true class of the labelled images, and of the predicted class of the
+        misclassified ones, from the batch's graph (``leaf``: the CAM layer's output)."""
+        known = np.nonzero(part.label >= 0)[0]
+        labels = part.label[known]
+        wrong = np.nonzero(part.prediction[known] != labels)[0]
+        true_heat = self._heatmap(logits, leaf, known, labels, size, keep=len(wrong) > 0)
+        rows = np.searchsorted(part.classes, labels)
+        np.add.at(part.cam_sum, rows, true_heat)
+        np.add.at(part.cam_count, rows, 1)
+        if len(wrong):
+            predicted = part.prediction[known][wrong]
+            pred_heat = self._heatmap(logits, leaf, known[wrong], predicted, size, keep=False)
+            both = np.stack([true_heat[wrong], pred_heat], axis=1)
+            part.mistake_id = part.image_id[known[wrong]]
+            part.mistake_cam = np.round(both * 255).astype(np.uint8)
+
+    def _heatmap(
+        self, logits: torch.Tensor, leaf: torch.Tensor, rows: np.ndarray, targets: np.ndarray,
+        size: tuple[int, int], keep: bool,
+    ) -> np.ndarray:
+        """Grad-CAM heatmaps (as ``model.cam``) of ``rows`` for their ``targets``."""
+        from ..cam import GradCAM
+        from ..cam.maps import normalize_maps
+
+        model = self.model
+        index = torch.as_tensor(rows, device=logits.device)
+        chosen = logits.index_select(0, index)
+        plan = resolve_targets(model, [int(t) for t in targets], chosen)
+        with torch.enable_grad():
+            score = score_rows(plan.round(0), chosen)
+            (grad,) = torch.autograd.grad(score.sum(), leaf, retain_graph=keep)
+        acts = model.nchw(leaf.detach()).float().index_select(0, index)
+        grads = model.nchw(grad).float().index_select(0, index)
+        raw = GradCAM().layer_map(None, None, acts, grads)  # type: ignore[arg-type]
+        heat, _ = normalize_maps([raw], size)
+        kept = _kept_size(size)
+        if kept != size:
+            heat = torch.nn.functional.interpolate(heat[:, None], size=kept, mode="area")[:, 0]
+        return heat.double().cpu().numpy()
+
+
+#: CAMs are kept at most this many pixels high and wide (a class mean of 1,000 classes stays small)
+CAM_LIMIT = 64
+
+
+def _kept_size(size: tuple[int, int]) -> tuple[int, int]:
+    h, w = size
+    scale = min(1.0, CAM_LIMIT / max(h, w))
+    return (max(1, round(h * scale)), max(1, round(w * scale)))

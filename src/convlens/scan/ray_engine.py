@@ -1,0 +1,153 @@
+"""The Ray engine: the same per-batch function in a Ray Data pipeline.
+
+read (rows of id, path, label, shard) → decode (Ray tasks) → ``map_batches`` with an actor pool
+whose actors each hold the model and run :class:`~.aggregate.Scanner` → partial aggregates,
+merged by the driver shard by shard (in image-id order) and committed as the local engine does.
+Actors get fractional CPUs: on a small machine, whole-CPU actors starve the read tasks.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .aggregate import Partial, Scanner
+from .sources import FileSource, ScanError, decode
+
+if TYPE_CHECKING:
+    from .engine import Plan
+
+
+def _pack(part: Partial) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **part.to_arrays())
+    return buffer.getvalue()
+
+
+def _unpack(blob: bytes) -> Partial:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        return Partial.from_arrays({key: data[key] for key in data.files})
+
+
+def _decode_rows(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Ray task: add the decoded pixels (zeros where unreadable) and the reasons ('' if read)."""
+    pixels = np.zeros((len(batch["path"]), *size, 3), np.float32)
+    errors = []
+    for i, path in enumerate(batch["path"]):
+        got = decode(str(path), size)
+        if isinstance(got, str):
+            errors.append(got)
+        else:
+            pixels[i] = got
+            errors.append("")
+    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
+
+
+class ScanActor:
+    """Holds the model; turns a batch of decoded rows into one packed Partial per shard."""
+
+    def __init__(self, scanner: Scanner):
+        import torch
+
+        torch.set_num_threads(1)
+        self.scanner = scanner
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, counts, firsts, blobs = [], [], [], []
+        for shard in np.unique(batch["shard"]):
+            rows = np.nonzero(batch["shard"] == shard)[0]
+            ok = [r for r in rows if not batch["error"][r]]
+            if ok:
+                model = self.scanner.model
+                part = self.scanner.batch(
+                    model.to_pixels(batch["pixels"][ok]), batch["id"][ok], batch["label"][ok]
+                )
+            else:
+                part = self.scanner.empty()
+            part.skipped = [
+                (int(batch["id"][r]), str(batch["path"][r]), str(batch["error"][r]))
+                for r in rows if batch["error"][r]
+            ]
+            shards.append(int(shard))
+            counts.append(len(rows))
+            firsts.append(int(batch["id"][rows].min()))
+            blobs.append(_pack(part))
+        return {
+            "shard": np.array(shards), "count": np.array(counts), "first": np.array(firsts),
+            "blob": np.array(blobs, dtype=object),
+        }
+
+
+def _connect(address: str | None) -> bool:
+    """Join ``address`` or start a local Ray; True when this call started it."""
+    try:
+        import ray
+    except ImportError:
+        raise ScanError("--engine ray needs Ray: pip install 'convlens[ray]'") from None
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except ConnectionError as err:
+        raise ScanError(f"cannot join the Ray cluster at {address}: {err}") from None
+    return True
+
+
+def ray_shards(
+    plan: Plan, todo: list[int], advance: Callable[[int], None], address: str | None
+) -> Iterator[tuple[int, Partial]]:
+    """Each shard of ``todo`` as a merged Partial, as soon as all its images are back."""
+    import ray
+
+    source = plan.source
+    assert isinstance(source, FileSource)
+    if not todo:
+        return
+    started = _connect(address)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # convlens shows its own bar
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        size = plan.shard_size
+        rows = [
+            {"id": it.id, "path": it.path, "label": it.label, "shard": s}
+            for s in todo for it in source.items[s * size:(s + 1) * size]
+        ]
+        expected = {s: len(source.items[s * size:(s + 1) * size]) for s in todo}
+        gpu = plan.model.device.type == "cuda"
+        slots = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)) or 1
+        dataset = (
+            ray.data.from_items(rows)
+            .map_batches(_decode_rows, batch_size=plan.batch_size,
+                         fn_kwargs={"size": tuple(plan.model.input_size)})
+            .map_batches(
+                ScanActor, fn_constructor_args=(plan.scanner,), batch_size=plan.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=slots),
+                **({"num_gpus": 1} if gpu else {"num_cpus": 0.5}),
+            )
+        )
+        waiting: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        seen: dict[int, int] = defaultdict(int)
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for shard, count, first, blob in zip(
+                batch["shard"], batch["count"], batch["first"], batch["blob"]
+            ):
+                shard = int(shard)
+                waiting[shard].append((int(first), blob))
+                seen[shard] += int(count)
+                advance(int(count))
+                if seen[shard] == expected[shard]:
+                    merged = plan.scanner.empty()
+                    for _, part in sorted(waiting.pop(shard), key=lambda p: p[0]):
+                        merged = merged.merge(_unpack(part), plan.scanner.top_k)
+                    yield shard, merged
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,225 @@
+"""The scan's folder: committed shards, then Parquet tables and a manifest.
+
+```
+out/
+  manifest.json       convlens version, model and data fingerprints, parameters, timings
+  shards/00000.npz    one merged Partial per shard of the data, written atomically
+  images.parquet  channels.parquet  topk.parquet  classes.parquet  selectivity.parquet
+  mistakes.parquet  skipped.csv
+```
+Every file is written to a temporary name and renamed into place (``os.replace``), so a scan
+killed at any moment leaves only whole files; ``--resume`` keeps the shards already there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .aggregate import NO_IMAGE, Partial
+
+#: A channel is rare when it fires on fewer than this share of the images.
+RARE = 0.01
+TABLES = ("images", "channels", "topk", "classes", "selectivity", "mistakes")
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True)), "w")
+
+
+def shard_path(out: Path, index: int) -> Path:
+    return out / "shards" / f"{index:05d}.npz"
+
+
+def save_shard(out: Path, index: int, part: Partial) -> None:
+    arrays = part.to_arrays()
+    write_atomic(shard_path(out, index), lambda f: np.savez(f, **arrays))
+
+
+def load_shard(out: Path, index: int) -> Partial:
+    with np.load(shard_path(out, index), allow_pickle=False) as data:
+        return Partial.from_arrays({key: data[key] for key in data.files})
+
+
+def committed_shards(out: Path) -> set[int]:
+    folder = out / "shards"
+    if not folder.is_dir():
+        return set()
+    return {int(p.stem) for p in folder.glob("*.npz") if p.stem.isdigit()}
+
+
+def _write_parquet(path: Path, columns: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(columns)
+    write_atomic(path, lambda f: pq.write_table(table, f))
+
+
+def write_tables(
+    out: Path, part: Partial, *, paths: dict[int, str], class_names: list[str] | None,
+    boxes: dict[str, np.ndarray], rank: str,
+) -> None:
+    """The final tables of a merged Partial (``boxes``: per layer, (k*C, 4) in topk order)."""
+    order = np.argsort(part.image_id, kind="stable")
+    ids = part.image_id[order]
+    _write_parquet(out / "images.parquet", {
+        "image": ids, "path": [paths.get(int(i), "") for i in ids],
+        "label": part.label[order], "prediction": part.prediction[order],
+        "score": part.score[order], "correct": (part.label[order] == part.prediction[order]),
+    })
+    rows: dict[str, list[Any]] = {k: [] for k in (
+        "layer", "channel", "images", "firing_rate", "mean", "std", "max", "dead", "rare",
+        "top_class", "selectivity")}
+    sel: dict[str, list[Any]] = {"layer": [], "channel": [], "class": [], "mean": []}
+    top: dict[str, list[Any]] = {k: [] for k in (
+        "layer", "channel", "rank", "image", "path", "value", "y", "x", "x0", "y0", "x1", "y1")}
+    labelled_rows = np.searchsorted(part.classes, part.label[part.label >= 0])
+    class_count = np.bincount(labelled_rows, minlength=len(part.classes))  # per part.classes
+    for name, lp in part.layers.items():
+        channels = lp.fire.shape[0]
+        n = max(lp.count, 1)
+        rate = lp.fire / n
+        class_mean = lp.class_sum / np.maximum(class_count, 1)[:, None]
+        best, selectivity = _selectivity(class_mean)
+        best_class = part.classes[best] if len(part.classes) else np.full(channels, -1)
+        rows["layer"] += [name] * channels
+        rows["channel"] += list(range(channels))
+        rows["images"] += [lp.count] * channels
+        rows["firing_rate"] += rate.tolist()
+        rows["mean"] += lp.mean.tolist()
+        rows["std"] += np.sqrt(lp.m2 / n).tolist()
+        rows["max"] += lp.max.tolist()
+        rows["dead"] += (lp.fire == 0).tolist()
+        rows["rare"] += ((lp.fire > 0) & (rate < RARE)).tolist()
+        rows["top_class"] += np.asarray(best_class).tolist()
+        rows["selectivity"] += selectivity.tolist()
+        for row, cls in enumerate(part.classes):
+            sel["layer"] += [name] * channels
+            sel["channel"] += list(range(channels))
+            sel["class"] += [int(cls)] * channels
+            sel["mean"] += class_mean[row].tolist()
+        k = lp.top_id.shape[0]
+        valid = lp.top_id != NO_IMAGE
+        for ch in range(channels):
+            for r in range(k):
+                if not valid[r, ch]:
+                    continue
+                image = int(lp.top_id[r, ch])
+                x0, y0, x1, y1 = (int(v) for v in boxes[name][r * channels + ch])
+                for key, value in (
+                    ("layer", name), ("channel", ch), ("rank", r), ("image", image),
+                    ("path", paths.get(image, "")), ("value", float(lp.top_value[r, ch])),
+                    ("y", int(lp.top_y[r, ch])), ("x", int(lp.top_x[r, ch])),
+                    ("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1),
+                ):
+                    top[key].append(value)
+    _write_parquet(out / "channels.parquet", rows)
+    _write_parquet(out / "selectivity.parquet", sel)
+    _write_parquet(out / "topk.parquet", top)
+    _write_classes(out, part, class_names, class_count)
+    _write_mistakes(out, part, paths)
+    _write_skipped(out, part)
+
+
+def _selectivity(class_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel: the class with the highest mean activation, and Morcos et al.'s class
+    selectivity (μ_best − μ_rest) / (μ_best + μ_rest) (0 where undefined)."""
+    if class_mean.shape[0] < 2:
+        channels = class_mean.shape[1]
+        return np.zeros(channels, np.int64), np.zeros(channels)
+    best = class_mean.argmax(axis=0)
+    top = class_mean.max(axis=0)
+    rest = (class_mean.sum(axis=0) - top) / (class_mean.shape[0] - 1)
+    denom = top + rest
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(denom > 0, (top - rest) / denom, 0.0)
+    return best, value
+
+
+def _write_classes(
+    out: Path, part: Partial, class_names: list[str] | None, class_count: np.ndarray
+) -> None:
+    right = (part.label >= 0) & (part.label == part.prediction)
+    correct = np.bincount(
+        np.searchsorted(part.classes, part.label[right]), minlength=len(class_count)
+    )
+    has_cam = part.cam_sum is not None and part.cam_count is not None
+    columns: dict[str, list[Any]] = {k: [] for k in (
+        "class", "name", "images", "correct", "accuracy", "cam_height", "cam_width", "mean_cam")}
+    for row, cls in enumerate(part.classes):
+        columns["class"].append(int(cls))
+        name = class_names[cls] if class_names and cls < len(class_names) else f"class {cls}"
+        columns["name"].append(name)
+        columns["images"].append(int(class_count[row]))
+        columns["correct"].append(int(correct[row]))
+        columns["accuracy"].append(float(correct[row] / class_count[row]))
+        if has_cam and part.cam_count[row] > 0:
+            cam = (part.cam_sum[row] / part.cam_count[row]).astype(np.float32)
+            columns["cam_height"].append(cam.shape[0])
+            columns["cam_width"].append(cam.shape[1])
+            columns["mean_cam"].append(cam.ravel().tolist())
+        else:
+            columns["cam_height"].append(0)
+            columns["cam_width"].append(0)
+            columns["mean_cam"].append([])
+    _write_parquet(out / "classes.parquet", columns)
+
+
+def _write_mistakes(out: Path, part: Partial, paths: dict[int, str]) -> None:
+    by_id = {int(i): n for n, i in enumerate(part.image_id)}
+    order = np.argsort(part.mistake_id, kind="stable")
+    cams = part.mistake_cam if part.mistake_cam is not None else np.zeros((0, 2, 0, 0), np.uint8)
+    rows: dict[str, list[Any]] = {k: [] for k in (
+        "image", "path", "label", "prediction", "score", "cam_height", "cam_width", "cam_true",
+        "cam_predicted")}
+    for m in order:
+        image = int(part.mistake_id[m])
+        n = by_id[image]
+        rows["image"].append(image)
+        rows["path"].append(paths.get(image, ""))
+        rows["label"].append(int(part.label[n]))
+        rows["prediction"].append(int(part.prediction[n]))
+        rows["score"].append(float(part.score[n]))
+        rows["cam_height"].append(int(cams.shape[2]))
+        rows["cam_width"].append(int(cams.shape[3]))
+        rows["cam_true"].append(cams[m, 0].tobytes())
+        rows["cam_predicted"].append(cams[m, 1].tobytes())
+    import pyarrow as pa
+
+    rows_typed = dict(rows)
+    rows_typed["cam_true"] = pa.array(rows["cam_true"], pa.binary())
+    rows_typed["cam_predicted"] = pa.array(rows["cam_predicted"], pa.binary())
+    _write_parquet(out / "mistakes.parquet", rows_typed)
+
+
+def _write_skipped(out: Path, part: Partial) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "path", "reason"])
+    for image, path, reason in sorted(part.skipped):
+        writer.writerow([image, path, reason])
+    write_atomic(out / "skipped.csv", lambda f: f.write(buffer.getvalue()), "w")

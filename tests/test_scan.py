@@ -1,0 +1,323 @@
+"""convlens scan: every number against a brute-force per-image computation, on tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import convlens as cl
+from convlens.scan import ScanError, scan
+from convlens.scan.receptive import chain_fields, field_box, gradient_box
+
+from .conftest import tiny_convnet
+
+DEAD = 5  # the channel of the first conv given a large negative bias
+
+
+def write_folder(root: Path, per_class: int = 52, seed: int = 0) -> list[Path]:
+    """An ImageFolder of random 32x32 PNGs (cats/, dogs/) plus one corrupt file; the good ones."""
+    rng = np.random.default_rng(seed)
+    good = []
+    for name in ("cats", "dogs"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            if name == "dogs":
+                pixels[:, :16] //= 3  # a darker left half: something to tell the classes apart
+            path = root / name / f"{i:03d}.png"
+            Image.fromarray(pixels).save(path)
+            good.append(path)
+    (root / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    return good
+
+
+def dead_channel_model() -> cl.Model:
+    net = tiny_convnet(classes=2, seed=1)
+    with torch.no_grad():
+        net[0].bias[DEAD] = -10.0  # |weights| < 0.2 on 27 inputs in 0..1: never above 0
+    return cl.load_model(net, input_size=(32, 32), preprocess="unit", class_names=["cats", "dogs"])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("imagefolder")
+    return root, write_folder(root)
+
+
+def brute_force(model: cl.Model, paths: list[str], layers: list[str], k: int, rank: str = "max"):
+    """Per-channel statistics and top-k from model.activations, one image at a time."""
+    acts = [model.activations(p, layers=layers) for p in paths]
+    stats, top = [], []
+    for layer in layers:
+        maps = np.concatenate([a[layer] for a in acts])  # (N, H, W, C), channels-last
+        n, _, w, c = maps.shape
+        smax = maps.max(axis=(1, 2)).astype(np.float64)
+        smean = maps.mean(axis=(1, 2), dtype=np.float64)
+        for ch in range(c):
+            stats.append({
+                "layer": layer, "channel": ch, "firing_rate": (smax[:, ch] > 0).mean(),
+                "mean": smean[:, ch].mean(), "std": smean[:, ch].std(), "max": smax[:, ch].max(),
+                "dead": bool((smax[:, ch] <= 0).all()),
+            })
+            value = smax[:, ch] if rank == "max" else smean[:, ch]
+            order = sorted(range(n), key=lambda i, v=value: (-v[i], i))[:k]
+            for r, i in enumerate(order):
+                y, x = divmod(int(np.argmax(maps[i, :, :, ch])), w)
+                top.append({"layer": layer, "channel": ch, "rank": r, "path": paths[i],
+                            "value": value[i], "y": y, "x": x})
+    return pd.DataFrame(stats), pd.DataFrame(top)
+
+
+def test_oracle_imagefolder(folder, tmp_path, one_thread):
+    root, good = folder
+    model = dead_channel_model()
+    result = scan(model, root, tmp_path / "scan", top_k=4, shard_size=40, batch_size=16)
+    paths = sorted(str(p) for p in good)
+    layers = result.layers
+    assert layers == ["0", "3"]  # the two convs of the tiny model
+    stats, top = brute_force(model, paths, layers, k=4)
+
+    channels = result.channels
+    pd.testing.assert_frame_equal(
+        channels[["layer", "channel", "firing_rate", "mean", "std", "max", "dead"]],
+        stats, check_exact=False, rtol=1e-5, atol=1e-6,
+    )
+    assert (channels["images"] == len(good)).all()
+    assert result.dead_channels() == {"0": [DEAD], "3": []}
+
+    topk = result.topk
+    pd.testing.assert_frame_equal(
+        topk[["layer", "channel", "rank", "path", "value", "y", "x"]], top,
+        check_exact=False, rtol=1e-5, atol=1e-6,
+    )
+    # image ids are positions in the sorted file list; the corrupt file has its own id
+    images = result.images
+    assert images["path"].tolist() == paths
+    assert (topk["image"].map(dict(zip(images["image"], images["path"]))) == topk["path"]).all()
+    # receptive fields on paper: conv3x3 pad 1 -> rows y-1..y+1; then pool 2 and conv 3x3 pad 1
+    # -> rows 2y-3..2y+4 (clipped to 0..31)
+    first = topk[topk["layer"] == "0"]
+    assert (first["x0"] == (first["x"] - 1).clip(0)).all()
+    assert (first["y1"] == (first["y"] + 1).clip(upper=31)).all()
+    second = topk[topk["layer"] == "3"]
+    assert (second["y0"] == (2 * second["y"] - 3).clip(0)).all()
+    assert (second["x1"] == (2 * second["x"] + 4).clip(upper=31)).all()
+
+    skipped = result.skipped
+    assert [row["path"] for row in skipped] == [str(root / "cats" / "broken.png")]
+    assert "not an image" in skipped[0]["reason"]
+    assert len(images) + len(skipped) == len(good) + 1  # nothing else is missing
+
+
+@pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")
+def test_predictions_classes_and_cams(folder, tmp_path, one_thread):
+    root, good = folder
+    model = dead_channel_model()
+    result = scan(model, root, tmp_path / "scan", top_k=2)
+    paths = sorted(str(p) for p in good)
+    probs = model.probabilities(paths).numpy()
+    images = result.images
+    np.testing.assert_array_equal(images["prediction"], probs.argmax(axis=1))
+    np.testing.assert_allclose(images["score"], probs.max(axis=1), rtol=1e-5)
+    labels = np.array([0 if "/cats/" in p else 1 for p in paths])
+    np.testing.assert_array_equal(images["label"], labels)
+
+    confusion = result.confusion
+    assert confusion.values.sum() == len(paths)
+    assert confusion.loc["cats"].sum() == (labels == 0).sum()
+    assert result.accuracy == pytest.approx((probs.argmax(axis=1) == labels).mean())
+
+    for index, name in enumerate(("cats", "dogs")):  # one fused pass = model.cam, image by image
+        members = [p for p, lab in zip(paths, labels) if lab == index]
+        expected = model.cam(members, target=index).heatmap.mean(axis=0)
+        np.testing.assert_allclose(result.class_mean_cam(name), expected, atol=1e-5)
+    cats = [p for p, lab in zip(paths, labels) if lab == 0]
+
+    mistakes = result.mistakes()
+    wrong = [p for p, lab, pred in zip(paths, labels, probs.argmax(axis=1)) if lab != pred]
+    assert [m["path"] for m in mistakes] == wrong
+    if mistakes:
+        m = mistakes[0]
+        cam = model.cam(m["path"], target=int(m["prediction"])).heatmap[0]
+        np.testing.assert_allclose(m["cam_predicted"], cam, atol=1 / 255 + 1e-6)
+
+    # class selectivity: each channel's mean activation over each class's images
+    acts = model.activations(cats, layers="3")["3"].mean(axis=(1, 2)).mean(axis=0)
+    sel = result.selectivity
+    got = sel[(sel["layer"] == "3") & (sel["class"] == 0)].sort_values("channel")["mean"]
+    np.testing.assert_allclose(got, acts, rtol=1e-5, atol=1e-6)
+
+
+def test_any_split_gives_the_same_tables(folder, tmp_path, one_thread):
+    root, _ = folder
+    model = dead_channel_model()
+    a = scan(model, root, tmp_path / "a", top_k=5, cam=False, rank="mean", shard_size=1000)
+    b = scan(model, root, tmp_path / "b", top_k=5, cam=False, rank="mean", shard_size=7,
+             batch_size=3)
+    c = scan(model, root, tmp_path / "c", top_k=5, cam=False, rank="mean", shard_size=1000)
+    pd.testing.assert_frame_equal(a.topk, b.topk, check_exact=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(a.channels, b.channels, check_exact=False, rtol=1e-6)
+    for name in ("topk", "channels", "images", "classes", "selectivity"):  # the same run twice
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(c, name), check_exact=True)
+
+
+def test_dataloader_source_equals_the_files(folder, tmp_path, one_thread):
+    root, good = folder
+    paths = sorted(str(p) for p in good)
+    model = dead_channel_model()
+    pixels = torch.from_numpy(cl.load_images(paths)).permute(0, 3, 1, 2)  # (N, 3, H, W) 0..255
+    labels = torch.tensor([0 if "/cats/" in p else 1 for p in paths])
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(pixels, labels), batch_size=10
+    )
+    from_loader = scan(model, loader, tmp_path / "loader", top_k=3, shard_size=25)
+    from_files = scan(model, root, tmp_path / "files", top_k=3, shard_size=25, cam=False)
+    columns = ["layer", "channel", "firing_rate", "mean", "std", "max", "dead"]
+    pd.testing.assert_frame_equal(
+        from_loader.channels[columns], from_files.channels[columns], check_exact=False, rtol=1e-5
+    )
+    columns = ["layer", "channel", "rank", "value", "y", "x", "x0", "y1"]
+    pd.testing.assert_frame_equal(
+        from_loader.topk[columns], from_files.topk[columns], check_exact=False, rtol=1e-5
+    )
+    by_loader_id = [paths[i] for i in from_loader.topk["image"]]  # ids: positions in the stream
+    assert by_loader_id == from_files.topk["path"].tolist()
+    assert from_loader.class_names == ["cats", "dogs"]  # the model's class names
+    np.testing.assert_array_equal(from_loader.images["label"], labels.numpy())
+
+
+def test_receptive_fields_match_the_gradient_support():
+    """With positive weights every path carries gradient, so the union of the supports over
+    random images is the whole receptive field; the geometric boxes must equal it."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 4, 5, stride=2, padding=2), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, dilation=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    model = cl.load_model(net, input_size=(32, 32), preprocess="unit")
+    layers = model.resolve("conv")
+    fields = chain_fields(model, layers)
+    for info in layers:
+        geometry = fields[info.name]
+        assert geometry is not None
+        _, h, w, _ = info.output_shape
+        for y, x in {(0, 0), (h - 1, w - 1), (h // 2, w // 3), (1, w - 2)}:
+            expected = gradient_box(model, info, y, x, trials=16)
+            assert field_box(geometry, y, x, (32, 32)) == expected, (info.name, y, x)
+
+
+def test_bad_arguments_fail_before_any_work(folder, tmp_path):
+    root, _ = folder
+    model = dead_channel_model()
+    for kwargs, words in (
+        ({"top_k": 0}, "top_k"), ({"rank": "median"}, "rank"), ({"layers": "linear"}, "spatial"),
+        ({"batch_size": -1}, "batch_size"),
+    ):
+        with pytest.raises(ScanError, match=words):
+            scan(model, root, tmp_path / "x", **kwargs)
+    with pytest.raises(ScanError, match="no such folder"):
+        scan(model, tmp_path / "nowhere", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    done = scan(model, root, tmp_path / "done", top_k=1, cam=False)
+    with pytest.raises(ScanError, match="already holds a scan"):
+        scan(model, root, done.folder, top_k=1, cam=False)
+    with pytest.raises(ScanError, match="top_k changed"):
+        scan(model, root, done.folder, top_k=2, cam=False, resume=True)
+
+
+def tiny_seed_keras():
+    """The seed's convnet shape (Rescaling, Conv2D relu, MaxPooling2D, ..., Dense sigmoid), tiny."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(32, 32, 3))
+    x = layers.RandomFlip("horizontal")(inputs)
+    x = layers.Rescaling(1.0 / 255)(x)
+    x = layers.Conv2D(4, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(6, 3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")
+def test_seed_style_keras_model(folder, tmp_path, one_thread):
+    root, good = folder
+    model = cl.load_model(tiny_seed_keras())
+    assert model.output == "sigmoid"
+    result = scan(model, root, tmp_path / "scan", top_k=3, shard_size=50, batch_size=20)
+    paths = sorted(str(p) for p in good)
+    stats, top = brute_force(model, paths, result.layers, k=3)
+    pd.testing.assert_frame_equal(
+        result.channels[list(stats.columns)], stats, check_exact=False, rtol=1e-5, atol=1e-6
+    )
+    # after a ReLU, several images can share a channel's max (0): ties go to the lower image id
+    pd.testing.assert_frame_equal(
+        result.topk[list(top.columns)], top, check_exact=False, rtol=1e-5, atol=1e-6
+    )
+    probs = model.probabilities(paths).numpy()
+    np.testing.assert_array_equal(result.images["prediction"], probs.argmax(axis=1))
+    # "valid" 3x3 conv: rows y..y+2; pool 2: 2p..2p+3; "valid" 3x3 conv: 2y..2(y+2)+3
+    topk = result.topk
+    second = topk[topk["layer"] == result.layers[1]]
+    assert (second["y0"] == 2 * second["y"]).all()
+    assert (second["y1"] == 2 * second["y"] + 7).all()
+    assert result.class_mean_cam("dogs").shape == (32, 32)
+
+
+def test_receptive_fields_of_the_default_model(default_model, one_thread):
+    """EfficientNet-Lite0: TF-style 'same' padding, squeeze-excitation and residual additions;
+    the geometry of every conv layer is found, and equals the gradient's support."""
+    layers = default_model.resolve("conv")
+    fields = chain_fields(default_model, layers)
+    assert all(fields[info.name] is not None for info in layers)
+    for info in (layers[0], layers[3], layers[10], layers[30]):
+        _, h, w, _ = info.output_shape
+        y, x = h // 2, w // 3
+        expected = gradient_box(default_model, info, y, x, trials=2)
+        assert field_box(fields[info.name], y, x, (224, 224)) == expected, info.name
+
+
+class _Branching(torch.nn.Module):
+    """A residual block with a strided 1x1 shortcut, as in a ResNet: the chain breaks there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv1 = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.shortcut = torch.nn.Conv2d(4, 4, 1, stride=2)
+        self.after = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x)
+        return self.after(torch.relu(y)).mean(dim=(2, 3))
+
+
+def test_receptive_fields_where_the_net_branches():
+    from convlens.scan.receptive import boxes
+
+    torch.manual_seed(0)
+    net = _Branching()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    model = cl.load_model(net, input_size=(32, 32), preprocess="unit")
+    after = model.layer("after")
+    assert chain_fields(model, [after])["after"] is None  # the shortcut broke the chain
+    positions = np.array([[8, 8], [5, 9], [10, 4]])
+    got = boxes(model, [after], {"after": positions})["after"]
+    for (y, x), box in zip(positions.tolist(), got.tolist()):
+        assert tuple(box) == gradient_box(model, after, y, x, trials=4)

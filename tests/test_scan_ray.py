@@ -1,0 +1,68 @@
+"""--engine ray: the same tables as the local engine, in this process and joining a cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import torch
+
+import convlens as cl
+from convlens.scan import ScanResult, scan
+
+from .conftest import tiny_convnet
+from .test_scan import write_folder
+
+STATS = ["layer", "channel", "images", "firing_rate", "mean", "std", "max", "dead"]
+TOPK = ["layer", "channel", "rank", "image", "path", "value", "y", "x", "x0", "y0", "x1", "y1"]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the session: 2 CPUs, as on the CI machine."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def same_tables(a: ScanResult, b: ScanResult) -> None:
+    pd.testing.assert_frame_equal(a.channels[STATS], b.channels[STATS], check_exact=False,
+                                  rtol=1e-5)
+    pd.testing.assert_frame_equal(a.topk[TOPK], b.topk[TOPK], check_exact=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(a.images, b.images, check_exact=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(a.classes, b.classes, check_exact=False, rtol=1e-5)
+    assert a.skipped == b.skipped
+
+
+@pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")
+def test_ray_engine_equals_local(ray_cluster, tmp_path):
+    """`convlens scan --engine ray --ray-address ADDR` (another process joining this session's
+    Ray) gives the local engine's tables."""
+    root = tmp_path / "data"
+    write_folder(root, per_class=12)
+    net = tiny_convnet(classes=2, seed=2)
+    model = cl.load_model(net, input_size=(32, 32), preprocess="unit", name="tiny")
+    local = scan(model, root, tmp_path / "local", top_k=4, shard_size=16, batch_size=8)
+
+    model_path = tmp_path / "tiny.pt"
+    torch.save(net, model_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo)])}
+    code = "import sys; from convlens.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "scan", str(root), "--model", str(model_path),
+         "--input-size", "32", "--preprocess", "unit", "--out", str(tmp_path / "ray"),
+         "--top-k", "4", "--shard-size", "16", "--batch-size", "4", "--quiet",
+         "--engine", "ray", "--ray-address", ray_cluster],
+        env=env, cwd=repo, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    on_ray = ScanResult(tmp_path / "ray")
+    assert on_ray.manifest["engine"] == "ray"
+    assert on_ray.manifest["model"]["fingerprint"] == local.manifest["model"]["fingerprint"]
+    same_tables(local, on_ray)
