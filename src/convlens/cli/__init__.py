@@ -14,7 +14,7 @@ from ..errors import ConvlensError
 from ..runtime import tune_allocator
 
 #: Subcommand modules, in the order ``convlens --help`` lists them.
-COMMANDS = ("layers", "activations", "cam", "filters", "report", "serve")
+COMMANDS = ("layers", "activations", "cam", "filters", "report", "serve", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
