@@ -90,7 +90,7 @@ def test_pointing_game_is_1_for_the_true_map_and_a_quarter_for_a_uniform_one():
 def test_mosaics_put_every_image_in_every_cell():
     colours = torch.arange(4, dtype=torch.float32)[:, None, None, None] * 50 + 10
     images = colours.expand(4, 8, 8, 3).clone()
-    mosaics, layouts = make_mosaics(images, [[0, 1, 2, 3]])
+    mosaics, layouts = make_mosaics(images, [[0, 1, 2, 3]], shrink=True)
     assert mosaics.shape == (4, 8, 8, 3)
     assert layouts == [[0, 1, 2, 3], [1, 2, 3, 0], [2, 3, 0, 1], [3, 0, 1, 2]]
     corners = {0: (0, 0), 1: (0, 4), 2: (4, 0), 3: (4, 4)}
@@ -98,6 +98,9 @@ def test_mosaics_put_every_image_in_every_cell():
         for cell, image in enumerate(layout):
             y, x = corners[cell]
             np.testing.assert_allclose(mosaics[m, y : y + 4, x : x + 4], 50 * image + 10)
+    full, _ = make_mosaics(images, [[0, 1, 2, 3]])
+    assert full.shape == (4, 16, 16, 3)  # the images at their own size
+    np.testing.assert_array_equal(full[1, 8:, :8], images[3])
 
 
 def test_groups_take_confident_images_of_distinct_classes():

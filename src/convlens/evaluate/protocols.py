@@ -66,16 +66,19 @@ def pointing_game(heatmaps: torch.Tensor | np.ndarray, cells: Sequence[int]) -> 
     return torch.where(total > 0, inside / total.clamp_min(1e-30), 0.0).cpu().numpy()
 
 
-def make_mosaics(pixels: torch.Tensor, groups: Sequence[Sequence[int]]) -> tuple[
-    torch.Tensor, list[list[int]]
-]:
+def make_mosaics(
+    pixels: torch.Tensor, groups: Sequence[Sequence[int]], shrink: bool = False
+) -> tuple[torch.Tensor, list[list[int]]]:
     """2x2 mosaics of ``pixels`` (N, H, W, 3): each group of 4 images in its 4 cyclic orders.
 
-    Every image is shrunk (bilinear, antialiased) into a cell so the mosaic keeps the images'
-    size, and visits every cell once. Returns the (4 * groups, H, W, 3) mosaics and, for each,
-    the image index in cells 0..3.
+    As in the papers, the images keep their size (a 2H x 2W mosaic); with ``shrink`` (a model
+    that takes only one input size) each is shrunk (bilinear, antialiased) into an H/2 x W/2
+    cell. Every image visits every cell once. Returns the (4 * groups, ...) mosaics and, for
+    each, the image index in cells 0..3.
     """
     h, w = pixels.shape[1:3]
+    if not shrink:
+        h, w = 2 * h, 2 * w
     half_h, half_w = h // GRID, w // GRID
     sizes = [(half_h, half_w), (half_h, w - half_w), (h - half_h, half_w), (h - half_h, w - half_w)]
     layouts = [[group[(cell + shift) % 4] for cell in range(4)]
@@ -85,8 +88,9 @@ def make_mosaics(pixels: torch.Tensor, groups: Sequence[Sequence[int]]) -> tuple
         return mosaics, layouts
     nchw = pixels.permute(0, 3, 1, 2).float()
     shrunk = {
-        size: F.interpolate(nchw, size=size, mode="bilinear", align_corners=False,
-                            antialias=True).permute(0, 2, 3, 1).to(pixels.dtype)
+        size: pixels if size == tuple(pixels.shape[1:3]) else F.interpolate(
+            nchw, size=size, mode="bilinear", align_corners=False, antialias=True,
+        ).permute(0, 2, 3, 1).to(pixels.dtype)
         for size in dict.fromkeys(sizes)
     }
     origins = [(0, 0), (0, half_w), (half_h, 0), (half_h, half_w)]

@@ -320,7 +320,7 @@ def evaluate(
     targets = wanted if wanted is not None else top1
     confidence = probabilities[torch.arange(n), torch.tensor(targets)].cpu().numpy()
     groups = _confident_groups(targets, top1, confidence, min_confidence, seed)
-    mosaics, layouts = make_mosaics(pixels, groups)
+    mosaics, layouts = make_mosaics(pixels, groups, shrink=model.fixed_input_size)
     cells = [cell for _ in layouts for cell in range(4)]
     mosaic_targets = [targets[layout[cell]] for layout in layouts for cell in range(4)]
     if not groups and "pointing" in run:
