@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 import convlens as cl
-from convlens.activations import seed_activation_grid
+from convlens.activations import book_activation_grid
 
 from .models import resnet50
 from .timing import median_times, print_table, setting
@@ -33,7 +33,7 @@ def _case(name: str, model: cl.Model, image) -> tuple[tuple[str, ...], tuple[str
 
     def seed_loop() -> None:
         for a in acts.values():
-            seed_activation_grid(a)
+            book_activation_grid(a)
 
     t = median_times(
         {"plain": plain, "capture": capture, "grids": grids, "seed": seed_loop}, repeats=15

@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image
 
 import convlens as cl
-from convlens.render import colorize
-from convlens.report.pictures import grid_png
+from convlens.render import colorize, grid_png
 from convlens.web import BackgroundServer
 
 from .timing import median_times, print_table, setting

@@ -11,8 +11,8 @@ import torch
 from convlens.activations import (
     ActivationShapeError,
     activation_grid,
+    book_activation_grid,
     channel_image,
-    seed_activation_grid,
     standardize_channels,
 )
 
@@ -23,7 +23,7 @@ def relu_like(shape, seed=0, scale=1.0, dtype=np.float32):
 
 
 def seed_uint8(acts, images_per_row=16):
-    return seed_activation_grid(acts, images_per_row).astype(np.uint8)
+    return book_activation_grid(acts, images_per_row).astype(np.uint8)
 
 
 @pytest.fixture

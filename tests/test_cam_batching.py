@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import convlens as cl
-from convlens.cam.batching import BatchSizer, max_batch
+from convlens.batching import BatchSizer, max_batch
 
 CPU = torch.device("cpu")
 
@@ -34,7 +34,7 @@ def test_fixed_batch_size():
 def _tune(monkeypatch, cost) -> tuple[BatchSizer, list[int]]:
     """Run a sizer over 1,000 items on a fake clock where a batch of n costs ``cost(n)``."""
     clock = [0.0]
-    monkeypatch.setattr("convlens.cam.batching.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("convlens.batching.time.perf_counter", lambda: clock[0])
     sizer = BatchSizer(1000, 256, CPU)
     sizes = []
     for start, stop in sizer:

@@ -104,7 +104,7 @@ def test_gradcam_equals_the_textbook_implementation(default_model, cat_224, coff
 def test_one_hot_gradient_through_the_linear_head_equals_the_plain_backward(
     default_model, cat_224, coffee_224
 ):
-    from convlens.cam.core import _linear_head
+    from convlens.gradients import _linear_head
 
     images = np.stack([cat_224, coffee_224])
     fast = default_model.cam(images, target=[285, 967], method="hirescam")

@@ -59,7 +59,7 @@ def test_seed_model_logit_is_the_pre_sigmoid_score(seed_model, cat_180):
 
 def test_keras_dense_head_takes_the_one_hot_gradient(seed_model, cat_180):
     """The head is matmul + bias: the sparse one-hot gradient path equals the plain backward."""
-    from convlens.cam import core
+    from convlens import gradients as core
 
     calls = []
     linear = core._linear_head

@@ -188,14 +188,14 @@ def test_gradcampp_weights_follow_the_paper_on_random_maps(layout):
     alpha = np.where(grads != 0, g2 / np.where(denominator != 0, denominator, 1), 0)
     expected = (alpha * np.maximum(grads, 0)).sum(axis=(2, 3))
     a, g = (torch.from_numpy(t).contiguous(memory_format=layout) for t in (acts, grads))
-    weights = GradCAMPlusPlus().channel_weights(None, None, a, g)
+    weights = GradCAMPlusPlus().gradient_weights(a, g)
     np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_gradcampp_undefined_alpha_contributes_nothing():
     acts = torch.full((1, 1, 2, 2), -0.5)  # T = -2, so 2 + T g = 0 where g = 1
     grads = torch.tensor([[[[1.0, 0.5], [0.0, -1.0]]]])
-    weights = GradCAMPlusPlus().channel_weights(None, None, acts, grads)
+    weights = GradCAMPlusPlus().gradient_weights(acts, grads)
     assert weights.item() == pytest.approx(0.5 / (2 - 2 * 0.5))
 
 
@@ -264,6 +264,19 @@ def test_callable_and_object_targets(tiny_model):
     difference = tiny_model.cam(image, target=lambda out: out[1] - out[0])
     first = tiny_model.cam(image, target=0)
     np.testing.assert_allclose(difference.raw, by_index.raw - first.raw, rtol=1e-4, atol=1e-6)
+
+
+def test_targets_as_a_numpy_array_or_tensor_are_one_per_image(tiny_model):
+    images = np.random.default_rng(3).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    expected = tiny_model.cam(images, target=[2, 0, 1])
+    for targets in (np.array([2, 0, 1]), torch.tensor([2, 0, 1]), np.array([2, 0, 1], np.int32)):
+        cams = tiny_model.cam(images, target=targets)
+        assert cams.target == [2, 0, 1]
+        np.testing.assert_array_equal(cams.raw, expected.raw)
+    with pytest.raises(cl.ModelError, match="2 targets for 3 image"):
+        tiny_model.cam(images, target=np.array([0, 1]))
+    with pytest.raises(cl.ModelError, match=r"out of range.*0\.\.2"):
+        tiny_model.cam(images[:1], target=-1)
 
 
 def test_default_layer_is_the_last_spatial_call_of_the_trace():
@@ -342,6 +355,21 @@ def test_boxes_do_not_join_across_images_and_use_8_connectivity():
     maps[0, 0, 0] = maps[0, 1, 1] = maps[0, 2, 2] = 1.0  # a diagonal: one 8-connected region
     maps[1, 5, 5] = 1.0
     assert bounding_boxes(maps) == [(0, 0, 2, 2), (5, 5, 5, 5)]
+
+
+def test_boxes_of_a_mixed_stack_empty_one_region_several_regions():
+    maps = np.zeros((4, 8, 8), np.float32)  # 0: all zero
+    maps[1, 1:3, 1:3] = 1.0  # 1: one region
+    maps[2, 0, 0] = 1.0  # 2: three regions, the largest is the bottom band
+    maps[2, 0, 7] = 1.0
+    maps[2, 6:8, 2:8] = 0.5
+    maps[3] = maps[2][::-1]  # 3: several again, after a map with several
+    assert bounding_boxes(maps) == [(0, 0, 7, 7), (1, 1, 2, 2), (2, 6, 7, 7), (2, 0, 7, 1)]
+    assert bounding_boxes(maps[[2, 0, 1]]) == [(2, 6, 7, 7), (0, 0, 7, 7), (1, 1, 2, 2)]
+    pair = np.zeros((2, 8, 8), np.float32)  # as many regions as maps, one map empty
+    pair[1, 0, 0] = 1.0
+    pair[1, 5:8, 5:8] = 1.0
+    assert bounding_boxes(pair) == [(0, 0, 7, 7), (5, 5, 7, 7)]
 
 
 def test_cam_boxes_follow_its_threshold(tiny_model):

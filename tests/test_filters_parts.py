@@ -8,6 +8,7 @@ import torch
 
 from convlens.errors import ModelError
 from convlens.filters import filter_grid, image_seed
+from convlens.filters.ascent import chunk_rows
 from convlens.filters.objectives import (
     Captured,
     channel,
@@ -18,7 +19,6 @@ from convlens.filters.objectives import (
 )
 from convlens.filters.param import decorrelate_colors, fft_image, pixel_image, to_valid_rgb
 from convlens.filters.recipes import NormalizedAscent
-from convlens.filters.render import chunk_rows
 from convlens.filters.transforms import (
     Augmentation,
     jitter,

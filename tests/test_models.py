@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -120,12 +122,52 @@ def test_hooks_are_removed_after_calls_and_failures(tiny_model):
 
 
 def test_hooks_removed_when_the_forward_pass_raises(tiny_model):
-    from convlens.capture import Capture
-
     infos = tiny_model.resolve("conv")
-    with pytest.raises(RuntimeError), Capture(tiny_model, infos) as cap:
+    with pytest.raises(RuntimeError), tiny_model.capture(infos) as cap:
         cap.run(torch.zeros(1, 5, 32, 32))  # 5 channels: torch raises inside the conv
     assert all_hooks(tiny_model.network) == 0
+
+
+def test_a_model_that_catches_its_own_errors_still_stops_early():
+    class Careful(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+            self.head = nn.Linear(4, 2)
+            self.fallbacks = self.heads = 0
+
+        def forward(self, x):
+            try:
+                x = self.conv2(self.conv1(x))
+            except Exception:  # a model's own error handling, as real code has
+                self.fallbacks += 1
+                x = torch.zeros(x.shape[0], 4, 4, 4)
+            self.heads += 1
+            return self.head(x.mean(dim=(2, 3)))
+
+    net = Careful()
+    model = cl.load_model(net, input_size=(8, 8), preprocess="raw")
+    model.layers()
+    net.heads = 0
+    acts = model.activations(np.zeros((8, 8, 3), np.float32), layers="conv1")
+    assert acts["conv1"].shape == (1, 6, 6, 4)
+    assert (net.fallbacks, net.heads) == (0, 0)  # stopped after conv1, not swallowed
+
+
+def test_keras_input_with_one_free_dimension_is_resized_by_both():
+    import keras
+
+    inputs = keras.Input(shape=(None, 40, 3))
+    x = keras.layers.Conv2D(4, 3, name="free_height_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="free_height_pool")(x)
+    outputs = keras.layers.Dense(2, name="free_height_head")(x)
+    model = cl.load_model(keras.Model(inputs, outputs))
+    assert model.input_size == (40, 40) and model.fixed_input_size
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    assert tuple(model.to_pixels(image).shape) == (1, 40, 40, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # random weights: the map may be empty
+        assert model.cam(image, method="eigencam").heatmap.shape == (1, 40, 40)
 
 
 def test_model_without_conv_layers_is_refused_clearly():

@@ -17,8 +17,8 @@ import convlens as cl
 from convlens.activations import activation_grid
 from convlens.cli import main
 from convlens.errors import ModelError
+from convlens.render import grid_png
 from convlens.report import ReportOptions, build_report, image_label
-from convlens.report.pictures import grid_png
 from convlens.report.sections import filter_layers
 
 from .conftest import tiny_convnet

@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import convlens as cl
+from convlens.activations.result import activations_html
 from convlens.filters import filter_grid
-from convlens.notebook import activations_html, show
+from convlens.notebook import show
 
 from .conftest import tiny_convnet
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import convlens as cl
-from convlens.activations import seed_activation_grid
+from convlens.activations import book_activation_grid
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_grids_equal_the_seed_loop_on_the_seed_predict_output(seed_keras_path, c
     acts = model.activations(cat_jpg)
     for name, reference in zip(layer_names, activations):
         np.testing.assert_allclose(acts[name], reference, rtol=1e-5, atol=1e-5)
-        seed_grid = seed_activation_grid(reference).astype(np.uint8)  # the seed's loop, plainly
+        seed_grid = book_activation_grid(reference).astype(np.uint8)  # the seed's loop, plainly
         assert np.array_equal(cl.activation_grid(reference), seed_grid), name
         assert np.array_equal(cl.activation_grid(acts[name]), seed_grid), name
 

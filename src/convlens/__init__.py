@@ -4,7 +4,7 @@
 >>> model = cl.load_model()                        # EfficientNet-Lite0, ImageNet (or yours)
 >>> x = cl.load_image("chelsea", size=(224, 224))
 >>> acts = model.activations(x)                    # {layer: (N, H, W, C)}, one forward pass
->>> grid = cl.activation_grid(acts["_conv_stem"])  # the seed's channel grid, uint8
+>>> grid = cl.activation_grid(acts["_conv_stem"])  # the book's channel grid, uint8
 >>> cams = model.cam(x, method="gradcam")          # heatmap, raw map, target, score, boxes
 >>> picture = cl.overlay(x, cams.heatmap[0])       # jet at alpha 0.4 over the image
 >>> fv = model.filters("_blocks.8._expand_conv", channels=range(16))

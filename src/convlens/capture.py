@@ -1,184 +1,39 @@
-"""The one hook core: record the outputs (and gradients) of chosen layers during a forward pass.
+"""Recording layer outputs over a batch of images, channels-last, in NumPy.
 
-A :class:`Capture` is a context manager over a :class:`~convlens.models.base.Model`. Inside it,
-``run(inputs)`` does one forward pass and fills ``outputs`` (native layout, detached unless
-gradients are requested). Hooks are removed on exit, whatever happened.
-
-Three switches keep the cost at the forward pass itself:
-
-- ``stop_early``: the forward pass is cut as soon as the last requested layer has produced its
-  output (nothing deeper is computed).
-- ``grad_from``: the forward pass runs without autograd until the first of these layers; its
-  output becomes a fresh leaf, so the graph (and the backward pass) starts there.
-- outputs are copied only when a later in-place op overwrites them (seen in the model's trace).
+The core under the activations view (and anything else that reads many layers at once): batches
+go through ``Model.capture`` with ``stop_early``, so nothing deeper than the last wanted layer is
+computed, and each output becomes a channels-last NumPy view of the network's own memory.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .models.base import LayerInfo, Model
+    from .models import LayerInfo, Model
+
+__all__ = ["layer_outputs"]
 
 
-class _StopForward(Exception):
-    """Raised from a hook to end a forward pass once every wanted output is recorded."""
+def layer_outputs(
+    model: Model, pixels: torch.Tensor, layers: Sequence[LayerInfo], batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """``{layer name: (N, H, W, C) float32 array}`` of ``pixels`` (N, H, W, 3), forward order.
 
-
-def first_tensor(output: Any) -> torch.Tensor | None:
-    """The tensor a layer produced (the first one, for layers returning tuples)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    return None
-
-
-def _replace_first(output: Any, tensor: torch.Tensor) -> Any:
-    if isinstance(output, torch.Tensor):
-        return tensor
-    return type(output)([tensor, *output[1:]])
-
-
-def _tensor_of(info: LayerInfo, output: Any) -> torch.Tensor:
-    tensor = first_tensor(output)
-    if tensor is None:
-        raise TypeError(f"layer {info.name!r} returned {type(output).__name__}, not a tensor")
-    return tensor
-
-
-@contextmanager
-def replace_output(
-    model: Model, info: LayerInfo, replace: Callable[[torch.Tensor], torch.Tensor]
-) -> Iterator[None]:
-    """For one forward pass inside this block, ``info``'s call outputs ``replace(output)``.
-
-    The hook is removed on exit, whatever happened.
+    Arrays are channels-last views of the network's output memory (no copy) when one batch
+    holds every image.
     """
-    calls = [0]
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-        call = calls[0]
-        calls[0] += 1
-        if call != info.call:
-            return None
-        return _replace_first(output, replace(_tensor_of(info, output)))
-
-    handle = info.module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-class Capture:
-    """Record the outputs of ``layers`` (and make gradients w.r.t. them available).
-
-    Args:
-        model: the wrapped model.
-        layers: the layers to record (see ``Model.resolve``).
-        stop_early: stop the forward pass after the last recorded layer.
-        grad_from: layers whose outputs need gradients; the graph starts at the first of them and
-            the forward pass before it runs under ``torch.no_grad()``.
-        autograd: run the whole forward pass with autograd on (gradients w.r.t. the input, as
-            filter visualization needs); outputs are then kept in the graph, not detached.
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        layers: Sequence[LayerInfo],
-        *,
-        stop_early: bool = False,
-        grad_from: Iterable[LayerInfo] = (),
-        autograd: bool = False,
-    ):
-        self.model = model
-        self.layers = list(layers)
-        self.grad_layers = {info.name for info in grad_from}
-        self.stop_early = stop_early
-        self.autograd = autograd
-        self.outputs: dict[str, torch.Tensor] = {}
-        self._by_module: dict[int, dict[int, LayerInfo]] = defaultdict(dict)
-        for info in self.layers:
-            self._by_module[id(info.module)][info.call] = info
-        for name in self.grad_layers:
-            if name not in {info.name for info in self.layers}:
-                raise ValueError(f"gradient layer {name!r} is not among the captured layers")
-        self._calls: dict[int, int] = defaultdict(int)
-        self._handles: list[Any] = []
-        self._grad_started = False
-
-    # -- hooks -------------------------------------------------------------------------------
-    def _hook(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
-        key = id(module)
-        call = self._calls[key]
-        self._calls[key] = call + 1
-        info = self._by_module[key].get(call)
-        if info is None:
-            return None
-        tensor = _tensor_of(info, output)
-        replaced = None
-        if self.autograd or info.name in self.grad_layers:  # kept in the autograd graph
-            if not self.autograd and not self._grad_started:
-                # The graph starts here: everything before ran without autograd.
-                torch.set_grad_enabled(True)
-                self._grad_started = True
-                tensor = tensor.detach().requires_grad_(True)
-                replaced = _replace_first(output, tensor)
-            self.outputs[info.name] = tensor
-            if info.overwritten:  # a later in-place op must not touch `tensor`: give a copy
-                replaced = _replace_first(output, tensor.clone())
-        else:
-            stored = tensor.detach()
-            self.outputs[info.name] = stored.clone() if info.overwritten else stored
-        if self.stop_early and len(self.outputs) == len(self.layers):
-            raise _StopForward
-        return replaced
-
-    def __enter__(self) -> Capture:
-        modules = {id(info.module): info.module for info in self.layers}
-        try:
-            for module in modules.values():
-                self._handles.append(module.register_forward_hook(self._hook))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Remove every hook (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    # -- running -----------------------------------------------------------------------------
-    def run(self, inputs: torch.Tensor, forward: Callable[[torch.Tensor], Any] | None = None):
-        """One forward pass; returns the model output, or None when stopped early."""
-        self.outputs = {}
-        self._calls.clear()
-        self._grad_started = False
-        forward = forward or self.model.forward
-        grad_mode = torch.is_grad_enabled()
-        try:
-            with torch.set_grad_enabled(self.autograd):
-                result = forward(inputs)
-        except _StopForward:
-            result = None
-        finally:
-            torch.set_grad_enabled(grad_mode)
-        missing = [info.name for info in self.layers if info.name not in self.outputs]
-        if missing:
-            raise RuntimeError(
-                f"layers {missing} produced no output in this forward pass; "
-                "is the input the kind this model expects?"
-            )
-        return result
+    parts: dict[str, list[np.ndarray]] = {info.name: [] for info in layers}
+    with model.capture(layers, stop_early=True) as cap:
+        for start in range(0, pixels.shape[0], batch_size):
+            cap.run(model.prepare(pixels[start : start + batch_size]))
+            for name, tensor in cap.outputs.items():
+                parts[name].append(model.nhwc(tensor).float().cpu().numpy())
+    return {
+        name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        for name, arrays in parts.items()
+    }

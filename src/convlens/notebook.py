@@ -1,5 +1,4 @@
-"""Jupyter helpers: :func:`show` draws any convlens result as one matplotlib figure, and
-:func:`activations_html` is what an activations dict looks like in a notebook.
+"""Jupyter helpers: :func:`show` draws any convlens result as one matplotlib figure.
 
 Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so a returned figure is shown
 once, and nothing accumulates in pyplot's global state.
@@ -7,22 +6,20 @@ once, and nothing accumulates in pyplot's global state.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from .activations import activation_grid, empty_channels
-from .report.pictures import data_uri, grid_png
+from .activations import activation_grid
+from .activations.grid import as_numpy
+from .activations.result import shape_text
 
-__all__ = ["activations_html", "show"]
+__all__ = ["show"]
 
 #: Figures are at most this wide (inches); pictures keep their aspect ratio.
 MAX_WIDTH_IN = 12.0
-#: The HTML view of an activations dict shows at most this many layers.
-HTML_LAYERS = 32
 
 
 def _figure(picture: np.ndarray, title: str | None, cmap: str | None, dpi: int = 100) -> Figure:
@@ -36,12 +33,6 @@ def _figure(picture: np.ndarray, title: str | None, cmap: str | None, dpi: int =
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.05 / height)
     return fig
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().float().cpu().numpy()
-    return np.asarray(value)
 
 
 def show(obj: Any, *, layer: str | None = None, image: int = 0, title: str | None = None,
@@ -66,51 +57,19 @@ def show(obj: Any, *, layer: str | None = None, image: int = 0, title: str | Non
         name = layer if layer is not None else next(iter(obj))
         if name not in obj:
             raise KeyError(f"no layer {name!r} among these activations ({', '.join(obj)})")
-        acts = _numpy(obj[name])
+        acts = as_numpy(obj[name])
         grid = activation_grid(acts[image] if acts.ndim == 4 else acts, per_row)
-        return _figure(grid, title or f"{name}: {_shape(acts)}", cmap)
-    array = _numpy(obj)
+        return _figure(grid, title or f"{name}: {shape_text(acts)}", cmap)
+    array = as_numpy(obj)
     if array.ndim == 2:
         return _figure(array, title, cmap)
     if array.ndim == 3 and array.shape[-1] == 3 and (array.dtype == np.uint8 or array.max() > 1):
         return _figure(np.clip(array, 0, 255).astype(np.uint8), title, None)
     if array.ndim in (3, 4):
         acts = array[image] if array.ndim == 4 else array
-        return _figure(activation_grid(acts, per_row), title or _shape(array), cmap)
+        return _figure(activation_grid(acts, per_row), title or shape_text(array), cmap)
     raise TypeError(
         f"show() draws activations, grids, pictures, CamResult and FilterResult objects; "
         f"got {type(obj).__name__} of shape {getattr(array, 'shape', '?')}"
     )
 
-
-def _shape(acts: np.ndarray) -> str:
-    return "×".join(str(s) for s in acts.shape[-3:])
-
-
-def activations_html(acts: Mapping[str, Any], image: int = 0, max_layers: int = HTML_LAYERS) -> str:
-    """HTML for an activations dict: each layer's channel grid (viridis) and empty channels."""
-    rows = []
-    names = list(acts)
-    empties = {row.layer: row for row in empty_channels({n: acts[n] for n in names[:max_layers]})}
-    for name in names[:max_layers]:
-        a = _numpy(acts[name])
-        one = a[image] if a.ndim == 4 else a
-        grid = activation_grid(one)
-        scale = max(1, 640 // max(grid.shape[1], 1))
-        empty = empties[name]
-        rows.append(
-            f'<div style="margin:8px 0"><code>{html.escape(name)}</code> '
-            f'<span style="color:#666">{_shape(a)} · {empty.empty} of {empty.total} channels '
-            f'empty</span><br><img src="{data_uri(grid_png(grid))}" '
-            f'style="image-rendering:pixelated;width:{grid.shape[1] * scale}px;max-width:100%" '
-            f'alt="{html.escape(name)}"></div>'
-        )
-    more = len(names) - max_layers
-    if more > 0:
-        rows.append(f"<p>… and {more} more layers: <code>cl.show(acts, layer=...)</code></p>")
-    first = _numpy(acts[names[0]]) if names else np.zeros((1,))
-    count = first.shape[0] if first.ndim == 4 else 1
-    head = f"<b>activations</b> of {len(names)} layers" + (
-        f" (image {image} of {count})" if count > 1 else ""
-    )
-    return f"<div>{head}{''.join(rows)}</div>"

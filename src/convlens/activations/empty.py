@@ -1,6 +1,6 @@
 """Blank channels: feature maps that stay all zero on every given image.
 
-Chollet's seed notes that deeper layers have more and more "blank" activations: the pattern
+Chollet's book notes that deeper layers have more and more "blank" activations: the pattern
 encoded by the filter is not found in the input image. This module lists them per layer.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .grid import ActivationShapeError, _to_numpy
+from .grid import ActivationShapeError, as_numpy
 
 __all__ = ["EmptyChannels", "empty_channels", "empty_channels_table", "write_csv", "write_json"]
 
@@ -42,7 +42,7 @@ class EmptyChannels:
 
 
 def _empty_mask(acts: Any, layer: str) -> np.ndarray:
-    a = _to_numpy(acts)
+    a = as_numpy(acts)
     if a.ndim == 3:  # one image, (H, W, C)
         a = a[None]
     if a.ndim != 4:

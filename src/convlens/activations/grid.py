@@ -1,8 +1,8 @@
 """Grids of per-channel activation maps, as in Chollet's "visualizing intermediate activations".
 
-The seed code standardizes every channel in a Python loop and pastes it into a float64 grid.
+The book's code standardizes every channel in a Python loop and pastes it into a float64 grid.
 :func:`activation_grid` computes the same pixels, bit for bit, with whole-array numpy operations;
-:func:`seed_activation_grid` keeps the original loop as the reference.
+:func:`book_activation_grid` keeps the original loop as the reference.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from ..errors import ConvlensError
 __all__ = [
     "ActivationShapeError",
     "activation_grid",
+    "as_numpy",
+    "book_activation_grid",
     "channel_image",
-    "seed_activation_grid",
     "standardize_channels",
 ]
 
@@ -32,7 +33,7 @@ class ActivationShapeError(ConvlensError, ValueError):
     """Activations of the wrong shape (e.g. a batch where one image is expected)."""
 
 
-def _to_numpy(acts: Any) -> np.ndarray:
+def as_numpy(acts: Any) -> np.ndarray:
     """Return ``acts`` as a numpy array (torch tensors are converted once, on the CPU)."""
     if hasattr(acts, "detach"):  # torch.Tensor, without importing torch
         t = acts.detach()
@@ -44,7 +45,7 @@ def _to_numpy(acts: Any) -> np.ndarray:
 
 def _single_image(acts: Any) -> np.ndarray:
     """Return the (H, W, C) float32/float64 activations of one image."""
-    a = _to_numpy(acts)
+    a = as_numpy(acts)
     if a.ndim == 4:
         if a.shape[0] != 1:
             raise ActivationShapeError(
@@ -65,7 +66,7 @@ def _single_image(acts: Any) -> np.ndarray:
 def _fallback_rows(rows: np.ndarray) -> np.ndarray:
     """Standardize degenerate rows in float64 using their finite values only.
 
-    Used for channels on which the seed's formula yields NaN/inf (non-finite values, overflowing
+    Used for channels on which the book's formula yields NaN/inf (non-finite values, overflowing
     sums, underflowing variance). +inf maps to 255, -inf and NaN to 0.
     """
     v = rows.astype(np.float64)
@@ -98,15 +99,15 @@ def _channels_first(a2: np.ndarray) -> np.ndarray:
 
 
 def standardize_channels(acts: Any) -> np.ndarray:
-    """Standardize each channel like the seed and return ``(C, H, W)`` uint8 images.
+    """Standardize each channel like the book and return ``(C, H, W)`` uint8 images.
 
     ``acts`` is (H, W, C) or (1, H, W, C), numpy or torch. Per channel: ``x -= x.mean()``,
     ``x /= x.std()``, ``x *= 64``, ``x += 128``, clip to [0, 255], cast to uint8 -- the same
-    float32 (or float64) operations in the same order as the seed, so the result is bit-exact.
+    float32 (or float64) operations in the book's order, so the result is bit-exact.
 
-    Differences from the seed, by design: all-zero channels stay 0 (the seed tests
+    Differences from the book, by design: all-zero channels stay 0 (the book tests
     ``sum != 0``, the same for non-negative data); constant non-zero channels map to 128; channels
-    the seed would turn into NaN/inf garbage are standardized over their finite values
+    the book's code would turn into NaN/inf garbage are standardized over their finite values
     (+inf -> 255, -inf and NaN -> 0).
     """
     a = _single_image(acts)
@@ -124,7 +125,7 @@ def standardize_channels(acts: Any) -> np.ndarray:
         z -= mean[:, None]
         std = z.std(axis=1)
 
-        # Channels where the seed's formula is degenerate (std 0 or not finite), and channels
+        # Channels where the book's formula is degenerate (std 0 or not finite), and channels
         # whose tiny relative std may come from a constant channel: decide them exactly.
         bad = ~(np.isfinite(std) & (std > 0))
         check = np.flatnonzero(bad | (std <= _CONSTANT_RTOL * np.abs(mean)))
@@ -152,7 +153,7 @@ def standardize_channels(acts: Any) -> np.ndarray:
     return z.astype(np.uint8).reshape(c, h, w)
 
 
-#: Channels per grid row, as in the seed.
+#: Channels per grid row, as in the book.
 IMAGES_PER_ROW = 16
 
 
@@ -165,7 +166,7 @@ def activation_grid(
     output must be permuted first: ``t.permute(0, 2, 3, 1)``). Cells are H x W, separated by
     ``sep`` pixels of ``sep_value``, ``images_per_row`` per row (fewer if C is smaller). With the
     defaults and C a multiple of ``images_per_row`` the grid equals
-    ``seed_activation_grid(acts).astype(np.uint8)``; otherwise, unlike the seed, the remaining
+    ``book_activation_grid(acts).astype(np.uint8)``; otherwise, unlike the book, the remaining
     channels are shown too, in a last row padded with zero cells.
     """
     if images_per_row < 1:
@@ -195,13 +196,13 @@ def activation_grid(
     return grid
 
 
-def seed_activation_grid(layer_activation: Any, images_per_row: int = 16) -> np.ndarray:
-    """The seed's loop, verbatim: the reference for tests and benchmarks.
+def book_activation_grid(layer_activation: Any, images_per_row: int = 16) -> np.ndarray:
+    """The book's loop, verbatim: the reference for tests and benchmarks.
 
     ``layer_activation`` is (1, size, size, n_features); returns the float64 ``display_grid``.
-    Channels beyond the last full row are dropped, as in the seed.
+    Channels beyond the last full row are dropped, as in the book.
     """
-    layer_activation = _to_numpy(layer_activation)
+    layer_activation = as_numpy(layer_activation)
     n_features = layer_activation.shape[-1]
     size = layer_activation.shape[1]
     n_cols = n_features // images_per_row
@@ -226,7 +227,7 @@ def seed_activation_grid(layer_activation: Any, images_per_row: int = 16) -> np.
 def channel_image(acts: Any, index: int) -> np.ndarray:
     """Return the raw float (H, W) map of channel ``index`` of one image.
 
-    The seed's ``plt.matshow(activations[0][0, :, :, 5], cmap="viridis")`` is
+    The book's ``plt.matshow(activations[0][0, :, :, 5], cmap="viridis")`` is
     ``plt.matshow(channel_image(activations[0], 5), cmap="viridis")``.
     """
     a = _single_image(acts)

@@ -4,28 +4,41 @@
 >>> cams.heatmap.shape, cams.target_names, cams.boxes
 >>> cl.overlay(cams.images[0], cams.heatmap[0])          # uint8 RGB, jet at alpha 0.4
 
-Every method is one small module on the shared core (:mod:`convlens.cam.core`); ``METHODS``
-lists them. Metrics: :mod:`convlens.cam.metrics`; the randomization sanity check:
-:mod:`convlens.cam.sanity`.
+Every method is one module of :mod:`convlens.cam.methods`, registered in ``METHODS`` on the shared
+core (:mod:`convlens.cam.core`). Metrics: :mod:`convlens.cam.metrics`; the randomization sanity
+check: :mod:`convlens.cam.sanity`.
 """
 
-from .ablationcam import AblationCAM
-from .compute import GRADIENT_METHODS, METHODS, compute_cam, make_method
-from .core import CamContext, CamMethod, WeightedCam, default_layer, target_layers
-from .eigencam import EigenCAM
-from .gradcam import GradCAM
-from .gradcampp import GradCAMPlusPlus
-from .hirescam import HiResCAM
-from .layercam import LayerCAM
+from . import methods as _methods  # noqa: F401  (registers every method)
+from .compute import compute_cam, make_method
+from .core import (
+    METHODS,
+    CamContext,
+    CamMethod,
+    GradientCam,
+    WeightedCam,
+    default_layer,
+    method_class,
+    register,
+    target_layers,
+)
 from .localize import bounding_boxes
+from .methods.ablationcam import AblationCAM
+from .methods.eigencam import EigenCAM
+from .methods.gradcam import GradCAM
+from .methods.gradcampp import GradCAMPlusPlus
+from .methods.hirescam import HiResCAM
+from .methods.layercam import LayerCAM
+from .methods.scorecam import ScoreCAM
+from .methods.xgradcam import XGradCAM
 from .result import CamResult
-from .scorecam import ScoreCAM
-from .targets import ClassTarget, SigmoidTarget, Target
-from .xgradcam import XGradCAM
+
+#: The methods that cost about one forward pass (one backward through the head).
+GRADIENT_METHODS = tuple(name for name, cls in METHODS.items() if cls.needs_gradients)
 
 __all__ = [
     "GRADIENT_METHODS", "METHODS", "AblationCAM", "CamContext", "CamMethod", "CamResult",
-    "ClassTarget", "EigenCAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM",
-    "SigmoidTarget", "Target", "WeightedCam", "XGradCAM", "bounding_boxes", "compute_cam",
-    "default_layer", "make_method", "target_layers",
+    "EigenCAM", "GradCAM", "GradCAMPlusPlus", "GradientCam", "HiResCAM", "LayerCAM", "ScoreCAM",
+    "WeightedCam", "XGradCAM", "bounding_boxes", "compute_cam", "default_layer", "make_method",
+    "method_class", "register", "target_layers",
 ]

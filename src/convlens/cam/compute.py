@@ -1,8 +1,7 @@
-"""``compute_cam``: the entry point ``Model.cam`` calls, and the registry of methods."""
+"""``compute_cam``: the entry point ``Model.cam`` calls."""
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import warnings
 from functools import cache
@@ -12,44 +11,17 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .ablationcam import AblationCAM
-from .core import CamMethod, explain, normalize_maps, repeat_rows, target_layers
-from .eigencam import EigenCAM
-from .gradcam import GradCAM
-from .gradcampp import GradCAMPlusPlus
-from .hirescam import HiResCAM
-from .layercam import LayerCAM
+from ..gradients import repeat_rows
+from ..models import register_view
+from ..targets import row_probabilities
+from .core import CamMethod, explain, method_class, target_layers
+from .maps import normalize_maps
 from .result import CamResult
-from .scorecam import ScoreCAM
-from .targets import row_probabilities
-from .xgradcam import XGradCAM
 
 if TYPE_CHECKING:
-    from ..models.base import Images, Model
+    from ..models import Images, Model
 
-__all__ = ["GRADIENT_METHODS", "METHODS", "compute_cam", "make_method"]
-
-#: Every method by name, Grad-CAM first.
-METHODS: dict[str, type[CamMethod]] = {
-    cls.name: cls
-    for cls in (
-        GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, ScoreCAM, AblationCAM, EigenCAM,
-    )
-}
-#: The methods that cost about one forward pass (one backward through the head).
-GRADIENT_METHODS = tuple(name for name, cls in METHODS.items() if cls.needs_gradients)
-
-_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "fasterscorecam": "scorecam"}
-
-
-def _method_class(method: str) -> type[CamMethod]:
-    key = "".join(ch for ch in method.lower() if ch not in "-_ ")
-    key = _ALIASES.get(key, key)
-    if key in METHODS:
-        return METHODS[key]
-    close = difflib.get_close_matches(key, list(METHODS), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ModelError(f"unknown CAM method {method!r}{hint} (methods: {', '.join(METHODS)})")
+__all__ = ["compute_cam", "make_method"]
 
 
 @cache
@@ -69,7 +41,7 @@ def make_method(method: str | CamMethod | type[CamMethod], options: dict[str, An
     if cls is None:
         if not isinstance(method, str):
             raise ModelError(f"method must be a name like 'gradcam', not a {type(method).__name__}")
-        cls = _method_class(method)
+        cls = method_class(method)
     accepted = _options_of(cls)
     unknown = [name for name in options if name not in accepted]
     if unknown:
@@ -90,6 +62,7 @@ def _private_pixels(pixels: torch.Tensor, images: Any) -> np.ndarray:
     return array.copy() if shared else array
 
 
+@register_view("cam")
 def compute_cam(
     model: Model,
     images: Images,

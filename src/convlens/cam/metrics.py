@@ -24,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..batching import BatchSizer, max_batch
 from ..errors import ModelError
 from ..progress import progress_bar
-from .batching import BatchSizer, max_batch
+from ..targets import as_logits, resolve_targets
 
 if TYPE_CHECKING:
-    from ..models.base import Images, Model
+    from ..models import Images, Model
     from .result import CamResult
 
 __all__ = ["average_drop_increase", "deletion_insertion", "faithfulness", "gaussian_blur"]
@@ -73,21 +74,18 @@ def _inputs(
             f"heatmaps of shape {tuple(heat.shape)} do not match {n} image(s) of "
             f"{tuple(pixels.shape[1:3])}; pass (N, H, W) maps at the images' resolution"
         )
-    probabilities = model.probabilities(pixels if target is None else pixels[:1])
-    classes = probabilities.shape[1]
-    if target is None:
-        indices = probabilities.argmax(dim=1).tolist()
-    elif isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
-        indices = [int(t) for t in (target.tolist() if hasattr(target, "tolist") else target)]
-    else:
-        indices = [int(target)] * n
-    if len(indices) != n:
-        raise ModelError(f"{len(indices)} targets for {n} image(s); pass one class per image")
-    bad = [t for t in indices if not 0 <= t < classes]
-    if bad:
+    with model.logit_outputs():
+        logits = as_logits(model, model.logits(pixels))
+    plan = resolve_targets(model, target, logits)
+    if plan.k != 1:
         raise ModelError(
-            f"metrics need class indices in 0..{classes - 1}, got {bad[0]} "
-            "(a callable target has no class probability)"
+            f"metrics score one class per image, not {target!r}; pass one class per image"
+        )
+    indices = [t.index for t in plan.round(0)]
+    if any(i < 0 for i in indices):
+        raise ModelError(
+            "metrics need class targets (an index or a class name per image); "
+            "a callable target has no class probability"
         )
     return pixels, heat, indices
 

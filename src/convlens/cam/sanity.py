@@ -9,28 +9,23 @@ compared with the trained model's by Spearman rank correlation (``scipy.stats.sp
 the heatmaps; the check passes when the fully randomized model's maps (cascading) or every
 stage's maps (independent) correlate below ``threshold``.
 
-Re-initialization uses each layer's own initializer: ``reset_parameters()`` for torch modules,
-the layer's initializers for Keras (a freshly built clone's weights), with a fixed seed.
+Re-initialization uses each layer's own initializer (``Model.reinitialize``: ``reset_parameters()``
+for torch modules, a freshly built clone's weights for Keras), with a fixed seed.
 """
 
 from __future__ import annotations
 
-import copy
-import random
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 
 from ..errors import ModelError
 
 if TYPE_CHECKING:
-    from ..models.base import Images, Model
+    from ..models import Images, Model
 
 __all__ = ["SanityResult", "randomization_check"]
 
@@ -64,86 +59,8 @@ class SanityResult:
         )
 
 
-# -- copies and layers -----------------------------------------------------------------------
-def _torch_layers(network: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    return {name: m for name, m in network.named_modules() if name and not any(m.children())}
-
-
-def _keras_layers(network: Any, prefix: str = "") -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for layer in network.layers:
-        children = getattr(layer, "layers", None)
-        if children:
-            found.update(_keras_layers(layer, prefix + layer.name + "/"))
-        else:
-            found[prefix + layer.name] = layer
-    return found
-
-
-def _has_weights(model: Model, layer: Any) -> bool:
-    if model.framework == "keras":
-        return bool(layer.trainable_weights)
-    return any(p.is_floating_point() for p in layer.parameters(recurse=False))
-
-
 #: Added to the seed, so the re-initialization does not replay a ``manual_seed(0)`` construction.
 _SEED_BASE = 20181203
-
-
-@contextmanager
-def _global_seed(seed: int, device: torch.device | None = None) -> Iterator[None]:
-    """Seed torch, NumPy and ``random`` inside the block; restore their states after it."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    cuda = [device.index or 0] if device is not None and device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def _copies(model: Model, seed: int) -> tuple[Model, dict[str, Any], dict[str, Any]]:
-    """A trained copy of the model, its weighted layers, and a freshly initialized twin's."""
-    from ..models import KerasModel, TorchModel
-    from ..models.keras import import_keras
-
-    options = dict(
-        name=f"{model.name} (randomized)", preprocess=model.preprocess,
-        input_size=model.input_size, class_names=model.class_names, output=model.output,
-    )
-    if model.framework == "keras":
-        keras = import_keras()
-        trained = keras.models.clone_model(model.network)
-        trained.set_weights(model.network.get_weights())
-        with _global_seed(_SEED_BASE + seed):
-            keras.utils.set_random_seed(_SEED_BASE + seed)
-            fresh = keras.models.clone_model(model.network)
-        copy_model: Model = KerasModel(trained, **options)
-        layers, fresh_layers = _keras_layers(trained), _keras_layers(fresh)
-    else:
-        trained = copy.deepcopy(model.network)
-        fresh = copy.deepcopy(model.network)
-        with _global_seed(_SEED_BASE + seed, model.device):
-            for module in fresh.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        copy_model = TorchModel(trained, channels_last=model.channels_last, **options)
-        layers, fresh_layers = _torch_layers(trained), _torch_layers(fresh)
-    weighted = {name: layer for name, layer in layers.items() if _has_weights(copy_model, layer)}
-    return copy_model, weighted, fresh_layers
-
-
-def _randomize(model: Model, layer: Any, fresh: Any) -> None:
-    if model.framework == "keras":
-        layer.set_weights(fresh.get_weights())
-        return
-    with torch.no_grad():
-        for mine, theirs in zip(layer.parameters(recurse=False), fresh.parameters(recurse=False)):
-            mine.copy_(theirs)
-        for mine, theirs in zip(layer.buffers(recurse=False), fresh.buffers(recurse=False)):
-            mine.copy_(theirs)
 
 
 def _groups(names: list[str], stages: int | None) -> list[list[str]]:
@@ -185,21 +102,22 @@ def randomization_check(
         raise ModelError(f"mode must be 'cascading' or 'independent', not {mode!r}")
     trained_cams = model.cam(images, method=method, target=target, layer=layer, **options)
     targets = trained_cams.target if target is None or isinstance(target, str) else target
-    copy_model, weighted, fresh = _copies(model, seed)
-    names = [info.module_name for info in copy_model.layers() if info.module_name in weighted]
+    copy_model = model.copy(name=f"{model.name} (randomized)")
+    weighted = set(copy_model.weighted_layers())
+    names = [info.module_name for info in copy_model.layers(include_blocks=True)
+             if info.module_name in weighted]
     groups = _groups(list(dict.fromkeys(names)), stages)
     independent = mode == "independent"
     saved = {
-        name: _snapshot(copy_model, weighted[name]) for group in groups for name in group
+        name: copy_model.layer_state(name) for group in groups for name in group
     } if independent else {}
     pixels = copy_model.to_pixels(trained_cams.images)  # once, on the device
     rows = []
     restore: list[str] = []
     for group in groups:
         for name in restore:  # independent: only this stage's layers are random
-            _restore(copy_model, weighted[name], saved[name])
-        for name in group:
-            _randomize(copy_model, weighted[name], fresh[name])
+            copy_model.load_layer_state(name, saved[name])
+        copy_model.reinitialize(group, _SEED_BASE + seed)
         restore = group if independent else []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -214,16 +132,3 @@ def randomization_check(
     passed = bool(below[-1]) if mode == "cascading" else bool(below.all())
     stage_names = [group[-1] for group in groups]
     return SanityResult(method, mode, stage_names, correlations, threshold, passed)
-
-
-def _snapshot(model: Model, layer: Any) -> Any:
-    if model.framework == "keras":
-        return layer.get_weights()
-    return copy.deepcopy(layer.state_dict())
-
-
-def _restore(model: Model, layer: Any, saved: Any) -> None:
-    if model.framework == "keras":
-        layer.set_weights(saved)
-    else:
-        layer.load_state_dict(saved)

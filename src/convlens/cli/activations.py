@@ -12,7 +12,7 @@ from .common import add_model_option, image_stem, model_from_args, out_dir, slug
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "activations", help="draw every conv/pool layer's channels for images (the seed's grids)"
+        "activations", help="draw every conv/pool layer's channels for images (the book's grids)"
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample names")
     add_model_option(parser)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.linalg import splu
 
-from ..cam.batching import BatchSizer, max_batch
+from ..batching import BatchSizer, max_batch
 from ..errors import ModelError
 from ..models.base import Model
 

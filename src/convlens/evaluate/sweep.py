@@ -20,7 +20,7 @@ import torch
 from ..cam import GRADIENT_METHODS, METHODS, compute_cam, default_layer, make_method
 from ..cam.core import target_layers
 from ..cam.metrics import _average_drop_increase, _deletion_insertion
-from ..cam.sanity import _copies, _randomize
+from ..cam.sanity import _SEED_BASE, _groups
 from ..errors import ModelError
 from ..models import load_model
 from ..models.base import LayerInfo, Model
@@ -231,11 +231,13 @@ def _confident_groups(
 
 
 def _randomized(model: Model, seed: int) -> Model:
-    """A copy of the model with every weighted layer re-initialized (Adebayo et al.'s
-    cascading randomization, run to its end), built with convlens.cam.sanity's helpers."""
-    copy_model, weighted, fresh = _copies(model, seed)
-    for name, layer in weighted.items():
-        _randomize(copy_model, layer, fresh[name])
+    """A copy of the model with every weighted layer re-initialized: the last stage of Adebayo
+    et al.'s cascading randomization, as ``randomization_check(..., stages=1)`` draws it."""
+    copy_model = model.copy(name=f"{model.name} (randomized)")
+    weighted = set(copy_model.weighted_layers())
+    names = [info.module_name for info in copy_model.layers(include_blocks=True)
+             if info.module_name in weighted]
+    copy_model.reinitialize(_groups(list(dict.fromkeys(names)), 1)[0], _SEED_BASE + seed)
     return copy_model
 
 

@@ -5,7 +5,7 @@
 >>> grid = filter_grid(fv)                       # 8 per row, 5 px black margins
 
 Two recipes (``"chollet"``: Deep Learning with Python, ch. 9; ``"lucid"``: Lucid/Lucent), one
-engine (:mod:`convlens.filters.render`). Objectives are in :mod:`convlens.filters.objectives`.
+engine (:mod:`convlens.filters.ascent`). Objectives are in :mod:`convlens.filters.objectives`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..capture import Capture
 from ..errors import ModelError
 from ..images import SAMPLES, sample_image
+from ..models import register_view
 from ..progress import Advance
+from .ascent import ascend
 from .grid import filter_grid
 from .objectives import (
     Objective,
@@ -29,15 +30,13 @@ from .objectives import (
     class_logit,
     diversity,
     layer_objective,
-    nchw,
     neuron,
     without_border,
 )
 from .recipes import RECIPES, Recipe, get_recipe
-from .render import render
 
 if TYPE_CHECKING:
-    from ..models.base import Model
+    from ..models import Model
 
 __all__ = [
     "RECIPES", "FilterResult", "Objective", "Recipe", "channel", "class_logit", "diversity",
@@ -99,9 +98,9 @@ def photo_activation(model: Model, layer: str, border: int = 0) -> torch.Tensor:
     key = (info.name, border)
     if key not in cache:
         photos = np.stack([sample_image(name, size=model.input_size) for name in SAMPLES])
-        with torch.no_grad(), Capture(model, [info], stop_early=True) as cap:
+        with torch.no_grad(), model.capture([info], stop_early=True) as cap:
             cap.run(model.inputs(photos))
-        maps = nchw(cap.outputs[info.name], model.layout)
+        maps = model.nchw(cap.outputs[info.name])
         means = without_border(maps, border, info.name).mean(dim=(-2, -1))  # as channel() does
         cache[key] = means.amax(dim=0).float()
     return cache[key]
@@ -120,6 +119,7 @@ def _channel_list(channels: Iterable[int] | int | None, count: int | None) -> li
     return [int(c) for c in picked]
 
 
+@register_view("filters")
 def visualize_filters(
     model: Model,
     layer: str,
@@ -164,13 +164,13 @@ def visualize_filters(
             "objective must be built from convlens.filters.objectives, not a "
             f"{type(objective).__name__}"
         )
-    measure = [default] if objective is not None and info.spatial else []  # render checks both
+    measure = [default] if objective is not None and info.spatial else []  # ascend checks both
     repeats: dict[int, int] = {}
     seeds = []
     for c in picked:
         seeds.append(image_seed(int(seed), c, repeats.get(c, 0)))
         repeats[c] = repeats.get(c, 0) + 1
-    done = render(
+    done = ascend(
         model, target, plan, seeds, steps=steps, size=plan.image_size(model, size),
         batch_size=batch_size, memory_budget=memory_budget, measure=measure,
         progress=progress, title=f"{plan.name} {info.name}",

@@ -23,7 +23,7 @@ import torch
 from ..errors import ModelError
 
 if TYPE_CHECKING:
-    from ..models.base import Model
+    from ..models import Model
 
 __all__ = [
     "Captured", "Objective", "channel", "class_logit", "diversity", "layer_objective", "neuron",
@@ -188,11 +188,6 @@ def _check_layer(layer: str, index: Index | None, *, spatial: bool, what: str) -
             )
 
     return check
-
-
-def nchw(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """A layer output as an NCHW view (4-D Keras maps are NHWC)."""
-    return x.permute(0, 3, 1, 2) if layout == "NHWC" and x.ndim == 4 else x
 
 
 def without_border(maps: torch.Tensor, border: int, layer: str = "") -> torch.Tensor:

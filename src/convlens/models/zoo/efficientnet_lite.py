@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import PREPROCESSING
+from ..preprocess import PREPROCESSING
 
 __all__ = [
     "BLOCK_ARGS",

@@ -16,29 +16,21 @@ alpha is undefined and the position contributes 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .core import CamContext, WeightedCam
-
-if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+from ..core import GradientCam, register
 
 
-class GradCAMPlusPlus(WeightedCam):
+@register
+class GradCAMPlusPlus(GradientCam):
     """Grad-CAM++ (Chattopadhay et al. 2018)."""
 
     name = "gradcam++"
     title = "Grad-CAM++"
+    aliases = ("gradcampp", "gradcamplusplus")
     reference = "Chattopadhay et al., WACV 2018, arXiv:1710.11063"
-    needs_gradients = True
 
-    def channel_weights(
-        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
-        gradients: torch.Tensor | None,
-    ) -> torch.Tensor:
-        assert gradients is not None
+    def gradient_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         positive = gradients.clamp_min(0)
         total = activations.sum(dim=(2, 3), keepdim=True)
         denominator = 2 + total * positive

@@ -10,7 +10,7 @@ instead: the target's logits on the masked images, softmaxed over channels.
 
 Masks multiply the network's input (after preprocessing), as the authors' implementation does:
 a masked-out pixel becomes 0 there, i.e. the mean colour for a mean/std-normalized model, black
-for a model that rescales its pixels inside the network (the seed's Keras convnet).
+for a model that rescales its pixels inside the network (the book's Keras convnet).
 
 Faster Score-CAM (``top_k``): only the ``top_k`` channels with the largest spatial variance are
 scored (Wang et al.'s follow-up in the Score-CAM repository); the others get weight 0.
@@ -21,18 +21,19 @@ memory budget (see :mod:`convlens.cam.batching`), or fixed with ``batch_size``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..errors import ModelError
-from ..progress import progress_bar
-from .batching import BatchSizer, max_batch
-from .core import CamContext, WeightedCam, channel_dim, upsample
-from .targets import score_rows, target_probabilities
+from ...batching import BatchSizer, max_batch
+from ...errors import ModelError
+from ...progress import progress_bar
+from ...targets import score_rows, target_probabilities
+from ..core import CamContext, WeightedCam, register
+from ..maps import upsample
 
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+    from ...models import LayerInfo
 
 
 def min_max(maps: torch.Tensor) -> torch.Tensor:
@@ -50,13 +51,15 @@ def top_variance_channels(activations: torch.Tensor, top_k: int | None) -> torch
     return activations.flatten(2).var(dim=2).topk(top_k, dim=1).indices
 
 
+@register
 class ScoreCAM(WeightedCam):
     """Score-CAM (Wang et al. 2020); ``top_k`` gives Faster Score-CAM."""
 
     name = "scorecam"
     title = "Score-CAM"
     reference = "Wang et al., CVPR Workshops 2020, arXiv:1910.01279"
-    needs_gradients = False
+    aliases = ("fasterscorecam",)
+    quick_options: ClassVar[dict[str, Any]] = {"top_k": 32}
 
     def __init__(
         self, top_k: int | None = None, batch_size: int | None = None,
@@ -69,7 +72,7 @@ class ScoreCAM(WeightedCam):
         self.memory_budget = memory_budget
         self.channel_softmax = channel_softmax
 
-    def channel_weights(
+    def weights(
         self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
         gradients: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -83,7 +86,7 @@ class ScoreCAM(WeightedCam):
         fill = -torch.inf if self.channel_softmax else 0.0
         scores = torch.full((n * k, c), fill, device=acts.device, dtype=torch.float32)
         size = tuple(ctx.pixels.shape[1:3])
-        mask_dim = channel_dim(ctx.model)
+        mask_dim = ctx.model.channel_axis
         limit = max_batch(ctx.model, size, self.memory_budget)
         sizer = BatchSizer(len(channels), limit, acts.device, self.batch_size)
         with progress_bar(f"{self.title} {info.name}", len(channels), ctx.progress) as advance:

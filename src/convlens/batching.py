@@ -1,52 +1,86 @@
-"""Batch sizes for the methods and metrics that run many perturbed forward passes.
+"""The one memory budget and batch sizing of convlens.
 
-The largest batch is bounded by a memory budget (estimated from the traced layer sizes); within
-it, :class:`BatchSizer` starts small and doubles while the time per item keeps falling, then keeps
-the fastest size. On a CPU the fastest batch is often small (cache effects); on a GPU it is large.
+Every batched computation (Score-CAM's and Ablation-CAM's perturbed images, the metrics, filter
+visualization's chunks) is bounded by :func:`budget_bytes`, with the memory one image needs
+estimated from the traced layer sizes by :func:`bytes_per_image`. Within that bound,
+:class:`BatchSizer` starts small and doubles while the time per item keeps falling, then keeps the
+fastest size. On a CPU the fastest batch is often small (cache effects); on a GPU it is large.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import ModelError
+from .errors import ModelError
 
 if TYPE_CHECKING:
-    from ..models.base import Model
+    from .models import LayerInfo, Model
 
-__all__ = ["BatchSizer", "default_memory_budget", "max_batch"]
+__all__ = ["BatchSizer", "budget_bytes", "bytes_per_image", "max_batch"]
 
-#: Memory used by one sample, as a multiple of its largest layer output (input, output, scratch).
+#: A no-grad forward pass holds a few layer outputs at once: this many of the largest one.
 _ACTIVATION_FACTOR = 4
 _MAX_BATCH = 256
 
 
-def default_memory_budget(device: torch.device) -> int:
-    """Bytes the perturbed batches may use: a quarter of the free GPU memory, or 1 GiB."""
+def budget_bytes(device: torch.device, memory_budget: int | None = None) -> int:
+    """Bytes one batch may use: ``memory_budget`` if given, else half the free GPU memory, or
+    1/8 of the RAM (at most 2 GiB) on a CPU."""
+    if memory_budget is not None:
+        if int(memory_budget) <= 0:
+            raise ModelError(
+                f"memory_budget must be a positive number of bytes, not {memory_budget}"
+            )
+        return int(memory_budget)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free // 4)
-    return 1 << 30
+        return int(free * 0.5)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return int(min(2 << 30, ram // 8))
 
 
-def max_batch(model: Model, size: tuple[int, int], memory_budget: int | None = None) -> int:
-    """The largest batch of ``size`` images whose forward pass fits ``memory_budget`` bytes."""
-    budget = default_memory_budget(model.device) if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ModelError(f"memory_budget must be a positive number of bytes, not {memory_budget}")
+def bytes_per_image(
+    model: Model, size: tuple[int, int], *, backward: bool = False,
+    upto: LayerInfo | None = None,
+) -> int:
+    """Activation memory of one ``size`` image's forward pass (and backward, if ``backward``).
+
+    No-grad: a few of the largest layer outputs are alive at once. With a backward pass every
+    output up to ``upto`` (default: the last layer) is kept, and gets a gradient.
+    """
     scale = (size[0] * size[1]) / (model.input_size[0] * model.input_size[1])
-    largest = max(
-        (math.prod(info.output_shape[1:]) for info in model.layers(include_blocks=True)
-         if info.output_shape), default=1,
-    )
     item = torch.empty((), dtype=model.dtype).element_size()
-    per_sample = max(1.0, largest * scale * item * _ACTIVATION_FACTOR)
-    return int(max(1, min(_MAX_BATCH, budget // per_sample)))
+    if not backward:
+        infos = model.layers(include_blocks=True)
+        largest = max((math.prod(i.output_shape[1:]) for i in infos if i.output_shape), default=1)
+        return int(max(1.0, largest * scale * item * _ACTIVATION_FACTOR))
+    leaves = model.layers()
+    last = upto.order if upto is not None else max(i.order for i in leaves)
+    elements = sum(
+        math.prod(i.output_shape[1:]) for i in leaves
+        if i.order <= last and i.output_shape is not None
+    )
+    # outputs kept for the backward pass + their gradients, and the image itself
+    return int(2 * elements * scale * item + 16 * 3 * size[0] * size[1])
+
+
+def max_batch(
+    model: Model, size: tuple[int, int], memory_budget: int | None = None, *,
+    backward: bool = False, upto: LayerInfo | None = None,
+) -> int:
+    """The largest batch of ``size`` images that fits ``memory_budget`` bytes (at most 256)."""
+    budget = budget_bytes(model.device, memory_budget)
+    per_image = bytes_per_image(model, size, backward=backward, upto=upto)
+    return int(max(1, min(_MAX_BATCH, budget // per_image)))
 
 
 def _sync(device: torch.device) -> None:

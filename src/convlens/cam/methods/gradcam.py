@@ -7,27 +7,18 @@ Localization", ICCV 2017, eq. 1-2:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .core import CamContext, WeightedCam
-
-if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+from ..core import GradientCam, register
 
 
-class GradCAM(WeightedCam):
+@register
+class GradCAM(GradientCam):
     """Grad-CAM (Selvaraju et al. 2017): weights = spatial mean of the gradients."""
 
     name = "gradcam"
     title = "Grad-CAM"
     reference = "Selvaraju et al., ICCV 2017, arXiv:1610.02391"
-    needs_gradients = True
 
-    def channel_weights(
-        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
-        gradients: torch.Tensor | None,
-    ) -> torch.Tensor:
-        assert gradients is not None
+    def gradient_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return gradients.mean(dim=(2, 3))

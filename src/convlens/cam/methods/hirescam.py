@@ -7,27 +7,18 @@ that is global average pooling + linear, its map is exactly the class's own scor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .core import CamContext, CamMethod
-
-if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+from ..core import GradientCam, register
 
 
-class HiResCAM(CamMethod):
+@register
+class HiResCAM(GradientCam):
     """HiResCAM (Draelos & Carin 2020)."""
 
     name = "hirescam"
     title = "HiResCAM"
     reference = "Draelos & Carin, arXiv:2011.08891"
-    needs_gradients = True
 
-    def layer_map(
-        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
-        gradients: torch.Tensor | None,
-    ) -> torch.Tensor:
-        assert gradients is not None
-        return (gradients * activations).sum(dim=1)
+    def gradient_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return gradients

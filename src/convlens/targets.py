@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from ..errors import ModelError
+from .errors import ModelError
 
 if TYPE_CHECKING:
-    from ..models.base import Model
+    from .models import Model
 
 __all__ = [
     "ClassTarget", "SigmoidTarget", "Target", "TargetLike", "TargetPlan", "as_logits",
@@ -141,13 +142,6 @@ class TargetPlan:
 
 
 # -- logit space -----------------------------------------------------------------------------
-def in_logit_space(model: Model) -> bool:
-    """Whether ``model.forward`` inside ``logit_outputs()`` returns logits."""
-    if model.output == "logits":
-        return True
-    return model.framework == "keras" and getattr(model, "_head", None) is not None
-
-
 def as_logits(model: Model, output: torch.Tensor) -> torch.Tensor:
     """A (N, classes) output, run inside ``logit_outputs()``, as logits.
 
@@ -159,7 +153,7 @@ def as_logits(model: Model, output: torch.Tensor) -> torch.Tensor:
             f"{model.name} returns shape {tuple(output.shape)}; CAM needs (N, classes) scores "
             "(pass a callable target to explain another output)"
         )
-    if in_logit_space(model):
+    if model.logit_space:
         return output
     eps = 1e-7
     if model.output == "sigmoid":
@@ -178,12 +172,11 @@ def _class_count(model: Model, logits: torch.Tensor) -> int:
 
 def _for_index(model: Model, logits: torch.Tensor, index: int) -> Target:
     count = _class_count(model, logits)
-    if not -count <= index < count:
+    if not 0 <= index < count:
         raise ModelError(
-            f"target class {index} is out of range: {model.name} has {count} classes "
-            f"(0..{count - 1})"
+            f"target class {index} is out of range: {model.name} has {count} classes; "
+            f"pass an index in 0..{count - 1}"
         )
-    index %= count
     if _binary(model, logits):
         return SigmoidTarget(positive=bool(index))
     return ClassTarget(index, sigmoid=model.output == "sigmoid")
@@ -257,8 +250,10 @@ def resolve_targets(model: Model, target: Any, logits: torch.Tensor) -> TargetPl
             raise ModelError(f"target {target!r}: k must be between 1 and {count}")
         tops = _top(logits, _binary(model, logits), k)
         return TargetPlan([[_for_index(model, logits, c) for c in row] for row in tops])
-    if isinstance(target, (list, tuple)) or (isinstance(target, torch.Tensor) and target.ndim == 1):
-        specs: Sequence[Any] = target.tolist() if isinstance(target, torch.Tensor) else target
+    if isinstance(target, (list, tuple)) or (
+        isinstance(target, (torch.Tensor, np.ndarray)) and target.ndim == 1
+    ):
+        specs: Sequence[Any] = target if isinstance(target, (list, tuple)) else target.tolist()
         if len(specs) != n:
             raise ModelError(
                 f"{len(specs)} targets for {n} image(s); pass one target per image "

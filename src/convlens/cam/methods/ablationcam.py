@@ -15,17 +15,16 @@ repeated through the whole network, one channel zeroed in each copy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..capture import replace_output
-from ..progress import progress_bar
-from .batching import BatchSizer, max_batch
-from .core import CamContext, WeightedCam, channel_dim
+from ...batching import BatchSizer, max_batch
+from ...progress import progress_bar
+from ..core import CamContext, WeightedCam, register
 
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+    from ...models import LayerInfo
 
 _EPS = 1e-6
 
@@ -40,13 +39,14 @@ def _zero_channels(batch: torch.Tensor, rows: torch.Tensor, channels: torch.Tens
     return batch
 
 
+@register
 class AblationCAM(WeightedCam):
     """Ablation-CAM (Desai & Ramaswamy 2020)."""
 
     name = "ablationcam"
     title = "Ablation-CAM"
     reference = "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360"
-    needs_gradients = False
+    quick_options: ClassVar[dict[str, Any]] = {"batch_size": 64}
 
     def __init__(self, batch_size: int | None = None, memory_budget: int | None = None):
         self.batch_size = batch_size
@@ -57,7 +57,7 @@ class AblationCAM(WeightedCam):
     def _fast(self, ctx: CamContext, info: LayerInfo, image: int,
               channels: torch.Tensor) -> torch.Tensor | None:
         """Logits of (untouched, ablated...) copies, prefix run once; None if not valid here."""
-        dim = channel_dim(ctx.model)
+        dim = ctx.model.channel_axis
         count = len(channels)
 
         def ablate(output: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,7 @@ class AblationCAM(WeightedCam):
             return _zero_channels(batch, rows, channels, dim)
 
         try:
-            with replace_output(ctx.model, info, ablate):
+            with ctx.model.replace_output(info, ablate):
                 logits = ctx.forward_logits(ctx.net_input[image : image + 1])
         except (RuntimeError, ValueError, IndexError, TypeError):
             return None
@@ -80,7 +80,7 @@ class AblationCAM(WeightedCam):
 
     def _safe(self, ctx: CamContext, info: LayerInfo, image: int,
               channels: torch.Tensor) -> torch.Tensor:
-        dim = channel_dim(ctx.model)
+        dim = ctx.model.channel_axis
         count = len(channels)
         rows = torch.arange(count, device=channels.device)
 
@@ -88,10 +88,10 @@ class AblationCAM(WeightedCam):
             return _zero_channels(output.clone(), rows, channels, dim)
 
         x = ctx.net_input[image : image + 1]
-        with replace_output(ctx.model, info, ablate):
+        with ctx.model.replace_output(info, ablate):
             return ctx.forward_logits(x.expand(count, *x.shape[1:]).contiguous())
 
-    def channel_weights(
+    def weights(
         self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
         gradients: torch.Tensor | None,
     ) -> torch.Tensor:

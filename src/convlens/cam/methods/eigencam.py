@@ -14,19 +14,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .core import CamContext, CamMethod, repeat_rows
+from ...gradients import repeat_rows
+from ..core import CamContext, CamMethod, register
 
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+    from ...models import LayerInfo
 
 
+@register
 class EigenCAM(CamMethod):
     """Eigen-CAM (Muhammad & Yeasin 2020): class-agnostic first principal component."""
 
     name = "eigencam"
     title = "Eigen-CAM"
     reference = "Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299"
-    needs_gradients = False
 
     def __init__(self, center: bool = False):
         self.center = center

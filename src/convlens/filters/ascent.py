@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -20,56 +19,26 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..capture import Capture
+from ..batching import max_batch
 from ..errors import ModelError
 from ..progress import Advance, progress_bar
-from .objectives import Captured, Objective, nchw
+from .objectives import Captured, Objective
 from .recipes import Recipe
 
 if TYPE_CHECKING:
-    from ..models.base import LayerInfo, Model
+    from ..models import LayerInfo, Model
 
-__all__ = ["Rendered", "chunk_rows", "default_memory_budget", "render"]
+__all__ = ["Ascent", "ascend", "chunk_rows"]
 
 
 
 @dataclass
-class Rendered:
+class Ascent:
     """Images and what they reach: ``scores`` of the objective, ``extra`` of other objectives."""
 
     pictures: torch.Tensor  # (K, h, w, 3) uint8
     scores: torch.Tensor  # (K,)
     extra: list[torch.Tensor]  # one (K,) per objective of ``measure``
-
-
-def default_memory_budget(device: torch.device) -> int:
-    """Bytes one chunk may use: half the free GPU memory, or 1/8 of RAM (at most 2 GiB)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 8 << 30
-    return int(min(2 << 30, ram // 8))
-
-
-def bytes_per_image(model: Model, infos: Sequence[LayerInfo], full: bool,
-                    network_size: tuple[int, int]) -> int:
-    """Activation memory of one image's forward + backward up to the deepest layer needed."""
-    leaves = model.layers()
-    last = max((i.order for i in infos), default=-1)
-    if full or last < 0:
-        last = max(i.order for i in leaves)
-    h, w = model.input_size
-    area = network_size[0] * network_size[1] / (h * w)
-    elements = sum(
-        math.prod(i.output_shape[1:]) for i in leaves
-        if i.order <= last and i.output_shape is not None
-    )
-    itemsize = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
-    # outputs kept for the backward pass + their gradients, and the image itself
-    return int(2 * elements * area * itemsize + 16 * 3 * network_size[0] * network_size[1])
 
 
 def chunk_rows(count: int, chunk: int) -> list[slice]:
@@ -90,7 +59,7 @@ def _capturing(model: Model, wanted: dict[str, LayerInfo], *, needs_logits: bool
     stop_early = not needs_logits and bool(infos)
     with ExitStack() as stack:
         cap = stack.enter_context(
-            Capture(model, infos, stop_early=stop_early, autograd=autograd)
+            model.capture(infos, stop_early=stop_early, autograd=autograd)
         )
         if needs_logits:
             stack.enter_context(model.logit_outputs())
@@ -98,7 +67,7 @@ def _capturing(model: Model, wanted: dict[str, LayerInfo], *, needs_logits: bool
         def forward(net_input: torch.Tensor) -> Captured:
             out = cap.run(net_input)
             layers = {
-                name: nchw(cap.outputs[info.name], model.layout) for name, info in wanted.items()
+                name: model.nchw(cap.outputs[info.name]) for name, info in wanted.items()
             }
             return Captured(layers, out if needs_logits else None)
 
@@ -118,7 +87,7 @@ def _run_network(forward: Callable[[torch.Tensor], Captured], net_input: torch.T
         ) from err
 
 
-def render(
+def ascend(
     model: Model,
     objective: Objective,
     recipe: Recipe,
@@ -131,7 +100,7 @@ def render(
     memory_budget: int | None = None,
     progress: bool | Advance | None = None,
     title: str = "filters",
-) -> Rendered:
+) -> Ascent:
     """Optimize ``len(seeds)`` images for ``objective`` with ``recipe``.
 
     ``measure``: more objectives evaluated (no gradients) on the finished images.
@@ -147,16 +116,16 @@ def render(
     ))
     with progress_bar(title, steps * len(rows), progress is True) as bar:
         advance = progress if callable(progress) else bar
-        return _render_rows(
+        return _ascend_rows(
             model, objective, recipe, seeds, rows, steps, size, measure, advance
         )
 
 
-def _render_rows(
+def _ascend_rows(
     model: Model, objective: Objective, recipe: Recipe, seeds: Sequence[int],
     rows: list[slice], steps: int, size: tuple[int, int], measure: Sequence[Objective],
     advance: Advance,
-) -> Rendered:
+) -> Ascent:
     infos = _layer_infos(model, objective.layers)
     all_infos = _layer_infos(model, [*objective.layers, *(n for m in measure for n in m.layers)])
     needs_logits = objective.needs_logits or any(m.needs_logits for m in measure)
@@ -184,7 +153,7 @@ def _render_rows(
             scores.append(objective(captured, part).float())
             extra.append([m(captured, part).float() for m in measure])
             pictures.append(run.pictures())
-    return Rendered(
+    return Ascent(
         pictures=torch.cat(pictures),
         scores=torch.cat(scores),
         extra=[torch.cat([e[i] for e in extra]) for i in range(len(measure))],
@@ -200,10 +169,10 @@ def plan_chunk(model: Model, objective: Objective, count: int, network_size: tup
         return count
     if batch_size is not None:
         return min(batch_size, count)
-    budget = memory_budget if memory_budget is not None else default_memory_budget(model.device)
     infos = list(_layer_infos(model, objective.layers).values())
-    per_image = bytes_per_image(model, infos, objective.needs_logits, network_size)
-    return max(1, min(count, budget // max(per_image, 1)))
+    deepest = None if objective.needs_logits or not infos else max(infos, key=lambda i: i.order)
+    fits = max_batch(model, network_size, memory_budget, backward=True, upto=deepest)
+    return max(1, min(count, fits))
 
 
 def _layer_infos(model: Model, names: Sequence[str]) -> dict[str, LayerInfo]:

@@ -7,29 +7,20 @@ BMVC 2020, eq. 9: ``w_k = sum_ij (A_k^ij / sum_ab A_k^ab) dy/dA_k^ij``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .core import CamContext, WeightedCam
-
-if TYPE_CHECKING:
-    from ..models.base import LayerInfo
+from ..core import GradientCam, register
 
 
-class XGradCAM(WeightedCam):
+@register
+class XGradCAM(GradientCam):
     """XGrad-CAM (Fu et al. 2020)."""
 
     name = "xgradcam"
     title = "XGrad-CAM"
     reference = "Fu et al., BMVC 2020, arXiv:2008.02312"
-    needs_gradients = True
 
-    def channel_weights(
-        self, ctx: CamContext, info: LayerInfo, activations: torch.Tensor,
-        gradients: torch.Tensor | None,
-    ) -> torch.Tensor:
-        assert gradients is not None
+    def gradient_weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         total = activations.sum(dim=(2, 3))
         weighted = (activations * gradients).sum(dim=(2, 3))
         safe = torch.where(total != 0, total, torch.ones_like(total))

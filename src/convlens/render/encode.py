@@ -1,4 +1,4 @@
-"""Pictures for the report and the explorer: compact PNG/JPEG bytes and data URIs."""
+"""Compact picture bytes for pages (report, explorer, notebook): PNG, JPEG and data URIs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..render import colormap_lut
+from .color import colormap_lut
 
 __all__ = ["data_uri", "grid_png", "jpeg_bytes", "photo_bytes"]
 

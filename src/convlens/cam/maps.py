@@ -1,0 +1,55 @@
+"""Raw maps → heatmaps: ReLU, bilinear upsampling on the device, per-map normalization."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["normalize_maps", "upsample"]
+
+
+def _max_normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each map divided by its max, in place (an all-zero map stays 0), and the (R,) maxima."""
+    peak = maps.amax(dim=(1, 2), keepdim=True)
+    return maps.div_(peak.clamp_min(torch.finfo(maps.dtype).tiny)), peak[:, 0, 0]
+
+
+@lru_cache(maxsize=64)
+def _interpolation_matrix(
+    n_in: int, n_out: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(n_out, n_in): 1-D linear interpolation as ``F.interpolate`` (align_corners=False) does."""
+    eye = torch.eye(n_in, device=device, dtype=dtype)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(R, h, w) → (R, H, W), bilinear (align_corners=False), on the maps' device.
+
+    Bilinear interpolation is separable: ``rows @ map @ columns.T`` with the 1-D interpolation
+    matrices of ``F.interpolate`` gives its result (to float rounding), several times faster.
+    """
+    h, w = maps.shape[-2:]
+    if (h, w) == tuple(size):
+        return maps
+    rows = _interpolation_matrix(h, size[0], maps.device, maps.dtype)
+    columns = _interpolation_matrix(w, size[1], maps.device, maps.dtype)
+    return rows @ maps @ columns.T
+
+
+def normalize_maps(
+    raws: Sequence[torch.Tensor], size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw maps of one or more layers → (R, H, W) heatmaps in [0, 1] and an (R,) empty flag.
+
+    Each map: ReLU, bilinear upsampling to ``size``, division by its per-row max (an all-zero map
+    stays zero). Several layers: the mean of their normalized maps, normalized again.
+    """
+    normalized = [_max_normalize(upsample(raw.float().clamp_min(0), size)) for raw in raws]
+    heat, peak = normalized[0]
+    if len(normalized) > 1:
+        heat, peak = _max_normalize(torch.stack([m for m, _ in normalized]).mean(dim=0))
+    return heat, peak <= 0
