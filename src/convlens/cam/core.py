@@ -35,8 +35,12 @@ def default_layer(model: Model) -> LayerInfo:
     """The last layer call, in forward order, whose output is a spatial (N, H, W, C) map.
 
     Found from the model's trace (blocks included): for a ResNet that is ``layer4``, for the
-    seed's Keras convnet ``conv2d_4``.
+    seed's Keras convnet ``conv2d_4``. A network may name its own with a ``default_cam_layer``
+    attribute: the default model's is ``_bn1``, chosen by ``convlens evaluate`` (see README).
     """
+    preferred = getattr(model.network, "default_cam_layer", None)
+    if preferred is not None:
+        return model.layer(preferred)
     spatial = [info for info in model.layers(include_blocks=True) if info.spatial]
     if not spatial:
         raise ModelError(

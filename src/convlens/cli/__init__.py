@@ -15,7 +15,7 @@ from ..runtime import tune_allocator
 from .common import OneLineParser, interrupted
 
 #: Subcommand modules, in the order ``convlens --help`` lists them.
-COMMANDS = ("layers", "activations", "cam", "filters", "report", "serve", "scan")
+COMMANDS = ("layers", "activations", "cam", "filters", "report", "serve", "scan", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

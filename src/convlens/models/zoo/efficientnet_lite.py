@@ -132,6 +132,10 @@ class EfficientNetLite(nn.Module):
     Expects inputs normalised with :func:`efficientnet_preprocess` and returns logits.
     """
 
+    #: The layer ``cam(layer=None)`` explains: the head's pre-activation (before the ReLU6,
+    #: which saturates), chosen by ``convlens evaluate`` on the sample photos (README).
+    default_cam_layer = "_bn1"
+
     def __init__(
         self,
         num_classes: int = 1000,
