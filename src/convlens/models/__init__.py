@@ -142,7 +142,12 @@ def _keras_model(network: Any, options: dict[str, Any]) -> KerasModel:
             "so no view (layers, activations, cam, filters) can run it as it is: build a "
             "keras.Model of the image input alone (the other inputs fixed) and pass that"
         )
-    return _SelectingKerasModel(network, selector=selector, **options)
+    if selector is not None:
+        raise ModelError(
+            f"output={selector!r} selects among a torch module's outputs; for a Keras model, "
+            "build a keras.Model whose output is the class scores and pass that"
+        )
+    return KerasModel(network, **options)
 
 
 def _with_options(model: Model, options: dict[str, Any]) -> Model:
@@ -258,18 +263,5 @@ class _SelectingTorchModel(_OneOutput, TorchModel):
         return super()._kind(module)
 
 
-class _SelectingKerasModel(_OneOutput, KerasModel):
-    def __init__(self, network: Any, *, selector: Selector | None = None, **options: Any):
-        self.selector = selector
-        super().__init__(network, **options)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        out = self.network(inputs, training=False)
-        if self.selector is None and isinstance(out, (list, tuple)) and len(out) == 1:
-            out = out[0]
-        return self._select(out)
-
-
 # they are what users see (repr, errors): the framework's class, with an output check
 _SelectingTorchModel.__name__ = _SelectingTorchModel.__qualname__ = "TorchModel"
-_SelectingKerasModel.__name__ = _SelectingKerasModel.__qualname__ = "KerasModel"

@@ -22,8 +22,8 @@ import torch
 
 from ...errors import ModelError
 from ..base import Model
-from ..layers import LayerCall
 from ..inputs import not_one_image
+from ..layers import LayerCall
 from ..preprocess import Preprocess, resolve_preprocess
 
 _KIND_BY_CLASS = {
@@ -287,15 +287,3 @@ def backend_class(backend: str) -> type[KerasModel]:
     """The adapter class for one Keras backend."""
     module = importlib.import_module(f"{__name__}.{BACKENDS[backend]}")
     return module.MODEL
-
-
-def load_keras_file(path: Path, **options: Any) -> KerasModel:
-    """Load a ``.keras`` or legacy ``.h5`` file."""
-    keras = import_keras()
-    try:
-        network = keras.saving.load_model(path, compile=False)
-    except Exception as err:
-        raise ModelError(
-            f"could not load the Keras model {path}: {type(err).__name__}: {err}"
-        ) from err
-    return KerasModel(network, **options)
