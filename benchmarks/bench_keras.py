@@ -67,7 +67,7 @@ def measure(backend: str) -> dict[str, float]:
         "plain": plain,
         "gradcam": lambda: model.cam(image, method="gradcam"),
         "capture": lambda: model.activations(image),
-    }, repeats=15)
+    }, repeats=31)
     return {name: float(t) for name, t in times.items()}
 
 

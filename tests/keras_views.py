@@ -86,7 +86,7 @@ def _seed_parity(cl: Any, seed_path: str, out: dict[str, Any]) -> None:
     cams = model.cam(image, method="gradcam")
     out["seed/gradcam/heatmap"] = cams.heatmap
     out["seed/gradcam/raw"] = cams.raw
-    fv = model.filters("conv2d_1", channels=range(4), steps=5)
+    fv = model.filters("conv2d_1", channels=range(4), steps=4)
     out["seed/filters/activation"] = fv.activation
 
 
@@ -130,7 +130,7 @@ def _views(cl: Any, small_path: str) -> dict[str, Callable[[dict[str, Any]], Non
 
     def sanity(out: dict[str, Any]) -> None:
         before = [w.copy() for w in model.network.get_weights()]
-        result = randomization_check(model, image, target=1, stages=None)
+        result = randomization_check(model, image, target=1, stages=2)
         after = model.network.get_weights()
         out["sanity/stages"] = np.array(result.stages)
         out["sanity/correlations"] = result.correlations
@@ -138,7 +138,7 @@ def _views(cl: Any, small_path: str) -> dict[str, Callable[[dict[str, Any]], Non
 
     def report(out: dict[str, Any]) -> None:
         options = ReportOptions(
-            cam_methods=["gradcam", "scorecam"], cam_classes=1, metric_steps=3, filter_steps=2,
+            cam_methods=["gradcam"], cam_classes=1, metric_steps=3, filter_steps=2,
             filter_channels=2, filter_size=32, filter_layers=1, progress=False,
         )
         html = render_html(build_report(model, [image], options))

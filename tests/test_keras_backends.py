@@ -45,25 +45,43 @@ def small_keras_path(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def torch_results(seed_keras_path, small_keras_path):
+def workers(seed_keras_path, small_keras_path, tmp_path_factory):
+    """One subprocess per backend, all started at once (they run while this process works)."""
+    started = {}
+    for backend in BACKENDS:
+        folder = tmp_path_factory.mktemp(f"keras-{backend}")
+        # TensorFlow: KERAS_BACKEND unset, so Keras takes its own default, as in Colab
+        env = _subprocess_env(None if backend == "tensorflow" else backend)
+        log = open(folder / "log.txt", "w+")  # noqa: SIM115 (closed when the worker is read)
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "keras_views.py"), str(folder / "results.npz"),
+             seed_keras_path, small_keras_path],
+            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        started[backend] = (process, folder, log)
+    yield started
+    for process, _, log in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def torch_results(workers, seed_keras_path, small_keras_path):
     out, errors = keras_views.compute(seed_keras_path, small_keras_path)
     assert not errors, "\n".join(errors.values())
     return out
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend_results(request, seed_keras_path, small_keras_path, tmp_path_factory):
+def backend_results(request, workers, torch_results):
     backend = request.param
-    target = tmp_path_factory.mktemp(f"keras-{backend}") / "results.npz"
-    # TensorFlow: KERAS_BACKEND unset, so Keras takes its own default (TensorFlow), as in Colab
-    env = _subprocess_env(None if backend == "tensorflow" else backend)
-    done = subprocess.run(
-        [sys.executable, str(HERE / "keras_views.py"), str(target), seed_keras_path,
-         small_keras_path],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    with np.load(target) as data:
+    process, folder, log = workers[backend]
+    code = process.wait(timeout=900)
+    log.seek(0)
+    assert code == 0, log.read()[-4000:]
+    with np.load(folder / "results.npz") as data:
         results = {key: data[key] for key in data.files}
     facts = json.loads(str(results.pop("facts")))
     return backend, facts, results

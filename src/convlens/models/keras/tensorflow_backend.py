@@ -1,7 +1,8 @@
 """Keras on TensorFlow: layer taps on an eager pass, gradients from a ``tf.GradientTape``.
 
-The tape watches only the gradient sources (no weights), so it records just the part of the pass
-that depends on them: a Grad-CAM pass costs the forward pass plus a backward through the head.
+The tape starts at the first gradient source (the first ``grad_from`` layer's output, or the
+input) and watches only the sources, never the weights: the layers before it run on TensorFlow's
+fast eager path, and a Grad-CAM pass costs the forward pass plus a backward through the head.
 """
 
 from __future__ import annotations
@@ -42,17 +43,27 @@ class KerasTensorFlowModel(EagerKerasModel):
             return Pass(captured, output)
         tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
         wanted = set(grad_layers)
+        recording = [False]
 
         def watch(info: LayerInfo, value: Any) -> Any:
             if info.name in wanted:
+                if not recording[0]:  # the tape starts here: what ran before is not recorded
+                    tape.__enter__()
+                    recording[0] = True
                 tape.watch(value)
             return value
 
         captured, taps = self._record(stop_early, layers, watch if mode == "layers" else None)
-        with tape, taps:
-            if mode == "input":
-                tape.watch(inputs)
-            output = self._call(inputs)
+        try:
+            with taps:
+                if mode == "input":
+                    tape.__enter__()
+                    recording[0] = True
+                    tape.watch(inputs)
+                output = self._call(inputs)
+        finally:
+            if recording[0]:
+                tape.__exit__(None, None, None)
         if mode == "layers":
             sources = [captured[name] for name in grad_layers]
             targets = [] if output is None else [output]
