@@ -139,7 +139,7 @@ def test_filters_keep_the_old_grid_until_the_new_one_is_done(files, monkeypatch,
     monkeypatch.setattr(filters, "visualize_filters", interrupted)
     assert main(["filters", "--model", files["model"], "--input-size", "32", "--layer", "3",
                  "--out", str(out), "-q"]) == 130
-    assert capsys.readouterr().err.strip() == "convlens: interrupted"
+    assert capsys.readouterr().err.strip() == "convlens: interrupted: nothing written"
     assert out.read_bytes() == b"old" and (files["tmp"] / "grid.json").read_text() == "old"
 
 
