@@ -139,5 +139,18 @@ def test_filters_keep_the_old_grid_until_the_new_one_is_done(files, monkeypatch,
     monkeypatch.setattr(filters, "visualize_filters", interrupted)
     assert main(["filters", "--model", files["model"], "--input-size", "32", "--layer", "3",
                  "--out", str(out), "-q"]) == 130
-    assert capsys.readouterr().err.strip() == "convlens: interrupted"
+    assert capsys.readouterr().err.strip() == "convlens: interrupted: nothing written"
     assert out.read_bytes() == b"old" and (files["tmp"] / "grid.json").read_text() == "old"
+
+
+def test_a_manifest_never_removes_files_outside_its_folder(files):
+    out = files["tmp"] / "acts"
+    out.mkdir()
+    outside = files["tmp"] / "keep.txt"
+    outside.write_text("mine")
+    (out / MANIFEST).write_text(json.dumps({"files": ["../keep.txt", str(outside)]}))
+    assert _activations(files, out, "--layers", "4") == 0
+    assert outside.read_text() == "mine"
+    assert json.loads((out / MANIFEST).read_text())["files"] == [
+        "000_4.png", "empty_channels.csv", "empty_channels.json",
+    ]

@@ -332,9 +332,11 @@ def load_images(
     sources: Sequence[ImageLike],
     size: tuple[int, int] | int | None = None,
     interpolation: str = "nearest",
+    *,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Several images as one float32 batch (N, H, W, 3); they must share a size unless ``size``."""
-    arrays = [load_image(s, size, interpolation) for s in sources]
+    arrays = [load_image(s, size, interpolation, max_pixels=max_pixels) for s in sources]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ImageError(

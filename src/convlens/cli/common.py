@@ -168,8 +168,8 @@ def image_stem(source: str) -> str:
 
 
 def interrupted(message: str) -> None:
-    print(f"convlens: interrupted: {message}" if message else "convlens: interrupted",
-          file=sys.stderr)
+    """Say what Ctrl-C left: the output staging's summary, or that nothing was written yet."""
+    print(f"convlens: interrupted: {message or 'nothing written'}", file=sys.stderr)
 
 
 def out_dir(path: str) -> Path:
