@@ -37,6 +37,13 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   autograd forward faults more (every activation is kept, ~10,000-18,000 per image at b8);
   ``torch.inference_mode`` faults like ``no_grad``: the grad mode is not the cause, the
   allocator is.
+- The counts depend on the process's history: glibc raises its threshold to the size of the
+  largest mapped block freed so far (at most 32 MB) and trims the heap's top above twice that,
+  so the same call faults differently after other work. Fresh processes, EfficientNet-Lite0
+  b8, Grad-CAM, faults per image: convlens 3,400-6,000, torch-cam 6,000-7,000 (its full
+  autograd forward keeps every activation), a bare no-grad forward 9,200, an autograd forward
+  12,200; after one 32 MB block was allocated and freed (the threshold at its ceiling)
+  convlens faults 2,400-3,500. Only keeping freed memory (tune_allocator) reaches 0.
 - Blocks above 32 MB (glibc's ceiling for the dynamic threshold) are always mapped afresh: at
   b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faults ~34,000 pages
   per image (b8: ~5,900). Running a big batch in chunks whose blocks stay under 32 MB would cut
