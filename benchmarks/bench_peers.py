@@ -279,6 +279,10 @@ def main() -> None:
           "default glibc malloc in each")
     libraries = ["convlens", *PEERS]
     workers = [Worker(lib) for lib in libraries]
+    print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
+          " paired ratios of wall time and of CPU time; page faults per image")
+    print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
+          + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}", flush=True)
     rows, memory = [], []
     try:
         for model in MODELS:
@@ -292,24 +296,24 @@ def main() -> None:
                     rows.append((model, method, batch, ms, paired_ratio(samples, method),
                                  paired_ratio(samples, method, "cpu"),
                                  faults[("convlens", method)], faults[("torchcam", method)]))
+                    print_row(libraries, rows[-1])
                 if batch == 8:
                     memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
                                            for w in workers}))
     finally:
         for w in workers:
             w.close()
-    report(libraries, rows, memory)
+    summary(rows, memory)
 
 
-def report(libraries: list[str], rows: list[tuple], memory: list[tuple]) -> None:
-    print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
-          " paired ratios of wall time and of CPU time; page faults per image")
-    print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
-          + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}")
-    for model, method, batch, ms, ratio, cpu, ours, peer in rows:
-        cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
-        print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}{cpu:>7.2f}"
-              f"{ours:>9.0f}{peer:>9.0f}")
+def print_row(libraries: list[str], row: tuple) -> None:
+    model, method, batch, ms, ratio, cpu, ours, peer = row
+    cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
+    print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}{cpu:>7.2f}"
+          f"{ours:>9.0f}{peer:>9.0f}", flush=True)
+
+
+def summary(rows: list[tuple], memory: list[tuple]) -> None:
     worst = max(r[4] for r in rows)
     print(f"worst convlens / best peer: {worst:.2f} ({'ok' if worst <= 1.0 else 'MISSED'})")
     print("\nconvlens per image: batch 8 / batch 1, batch 32 / batch 1")
