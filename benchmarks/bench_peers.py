@@ -32,9 +32,10 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   malloc serves blocks above its mmap threshold (128 kB, rising with frees up to 32 MB) with a
   fresh ``mmap`` and unmaps them on free, so every call page-faults (and the kernel zeroes)
   its working set again. Minor faults per image of a no-grad forward (``ru_minflt``), default
-  glibc: EfficientNet-Lite0 b1 0, b8 ~2,400, b32 ~13,700; ResNet-50 b1 ~1,500, b8 ~7,300,
-  b32 ~24,000. With freed memory kept (``runtime.tune_allocator``): 0 at b1 and b8. An
-  autograd forward faults more (every activation is kept, ~10,000-18,000 per image at b8);
+  glibc, one process running ResNet-50 then EfficientNet-Lite0: ResNet-50 b1 ~1,500,
+  b8 ~7,300, b32 ~24,000; EfficientNet-Lite0 b1 0, b8 ~2,400, b32 ~13,700.
+  With freed memory kept (``runtime.tune_allocator``): 0 at b1 and b8. An autograd forward
+  faults more (every activation is kept, ~10,000-18,000 per image at b8);
   ``torch.inference_mode`` faults like ``no_grad``: the grad mode is not the cause, the
   allocator is.
 - The counts depend on the process's history: glibc raises its threshold to the size of the
