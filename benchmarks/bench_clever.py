@@ -121,8 +121,8 @@ def malloc_tuning(rows: list[tuple[str, str, str, float]]) -> None:
     try:
         for model in ("resnet50", "efficientnet_lite0"):
             for batch in (1, 8, 32):
-                for w in workers:
-                    w.ask(cmd="setup", model=model, batch=batch)
+                chosen = workers[0].ask(cmd="setup", model=model, batch=batch)["channels_last"]
+                workers[1].ask(cmd="setup", model=model, batch=batch, channels_last=chosen)
                 ratios = []
                 for round_ in range(7 if batch < 32 else 3):
                     pair = workers if round_ % 2 == 0 else workers[::-1]

@@ -91,13 +91,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- worker side -------------------------------------------------------------------------------
-def _model(name: str):
+def _model(name: str, channels_last: bool | None = None):
+    """ResNet-50 (its memory format measured by convlens, or as given) or the default model."""
     import convlens as cl
 
     from .models import resnet50
 
-    model = cl.load_model(resnet50(), name="resnet50") if name == "resnet50" else cl.load_model()
-    return model
+    if name == "resnet50":
+        return cl.load_model(resnet50(), name="resnet50", channels_last=channels_last)
+    return cl.load_model()
 
 
 def _pixels(batch: int) -> torch.Tensor:
@@ -190,11 +192,12 @@ def worker(library: str) -> None:
         reply: dict[str, Any] = {}
         if cmd["cmd"] == "setup":
             if cmd["model"] not in models:
-                models[cmd["model"]] = _model(cmd["model"])
+                models[cmd["model"]] = _model(cmd["model"], cmd.get("channels_last"))
             calls = _calls(library, models[cmd["model"]], _pixels(cmd["batch"]))
             for call in calls.values():  # warm-up: first-call costs, allocator state
                 call()
-            reply = {"methods": list(calls)}
+            reply = {"methods": list(calls),
+                     "channels_last": models[cmd["model"]].channels_last}
         elif cmd["cmd"] == "time":
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu, start = time.process_time(), time.perf_counter()
@@ -243,8 +246,15 @@ Samples = dict[tuple[str, str], list[dict[str, float]]]
 
 
 def compare(model: str, batch: int, workers: list[Worker]) -> Samples:
-    """Per (library, method), one sample per round: wall and CPU seconds and page faults."""
-    methods = {w.library: w.ask(cmd="setup", model=model, batch=batch)["methods"] for w in workers}
+    """Per (library, method), one sample per round: wall and CPU seconds and page faults.
+
+    convlens (the first worker) is set up first: the peers get the memory format it chose.
+    """
+    ours = workers[0].ask(cmd="setup", model=model, batch=batch)
+    methods = {workers[0].library: ours["methods"]}
+    for w in workers[1:]:
+        methods[w.library] = w.ask(cmd="setup", model=model, batch=batch,
+                                   channels_last=ours["channels_last"])["methods"]
     samples: Samples = {(lib, m): [] for lib, ms in methods.items() for m in ms}
     for round_ in range(ROUNDS[batch]):
         shift = round_ % len(workers)
