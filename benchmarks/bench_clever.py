@@ -6,8 +6,8 @@
   call, batch 1 and 8, and the upsampling alone (8 maps to 224x224);
 - glibc malloc tuning (``runtime.tune_allocator``, process-wide): Grad-CAM in a worker process
   with it vs one without (bench_peers' workers, driven in turn), batch 1, 8 and 32;
-- the batch autotuner (``BatchSizer``) vs fixed batch sizes: Score-CAM on one image, top 256
-  channels (8, 32, and the memory-bound ``max_batch``).
+- the batch autotuner (``BatchSizer``) vs fixed batch sizes: Score-CAM on one image, top 128
+  channels (8, 32, and the memory-bound ``max_batch``, at most 128).
 
 Gain = median over interleaved rounds of (off / on) - 1: positive when the part pays. Models:
 ResNet-50 (random weights) and the default model, as bench_cam. Run:
@@ -31,6 +31,7 @@ from .bench_peers import Worker
 from .timing import interleaved_times, setting
 
 KEEP = 0.05  # the gain a part must show to stay
+TOP_K = 128  # Score-CAM channels per call (the tuner explores a quarter of them)
 #: where the parts live (the core is being reorganised: patch them wherever they are)
 MODULES = ("convlens.gradients", "convlens.cam.maps", "convlens.cam.core",
            "convlens.cam.methods.scorecam")
@@ -64,6 +65,12 @@ def interpolate(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def add(rows: list[tuple[str, str, str, float]], row: tuple[str, str, str, float]) -> None:
+    rows.append(row)
+    model, part, what, gain = row
+    print(f"{model:<20}{part:<37}{what:<40}{gain:>+7.1%}", flush=True)
+
+
 def paired_gain(on: Callable[[], object], off: Callable[[], object], rounds: int) -> float:
     times = interleaved_times({"on": on, "off": off}, rounds, warmup=1)
     return statistics.median(f / n for n, f in zip(times["on"], times["off"])) - 1
@@ -83,12 +90,12 @@ def gradient_parts(model: cl.Model, rows: list[tuple[str, str, str, float]]) -> 
         pixels = torch.from_numpy(_images(batch))
         call = lambda p=pixels: model.cam(p)  # noqa: E731
         rounds = 15 if batch == 1 else 9
-        rows.append((model.name, "sparse one-hot head backward", f"Grad-CAM b{batch}",
+        add(rows, (model.name, "sparse one-hot head backward", f"Grad-CAM b{batch}",
                      paired_gain(call, switched("_linear_head", lambda out: False, call), rounds)))
-        rows.append((model.name, "cached upsampling matrices", f"Grad-CAM b{batch}",
+        add(rows, (model.name, "cached upsampling matrices", f"Grad-CAM b{batch}",
                      paired_gain(call, switched("upsample", interpolate, call), rounds)))
     maps = torch.rand(8, 7, 7)
-    rows.append((model.name, "cached upsampling matrices", "upsample alone, 8 maps",
+    add(rows, (model.name, "cached upsampling matrices", "upsample alone, 8 maps",
                  paired_gain(lambda: upsample(maps, (224, 224)),
                              lambda: interpolate(maps, (224, 224)), 51)))
 
@@ -98,15 +105,15 @@ def score_cam_batches(model: cl.Model, rows: list[tuple[str, str, str, float]]) 
 
     image = _images(1)
     limit = max_batch(model, (224, 224))
-    tuned = lambda: model.cam(image, method="scorecam", top_k=256)  # noqa: E731
-    fixed = {size: (lambda s=size: model.cam(image, method="scorecam", top_k=256, batch_size=s))
-             for size in sorted({8, 32, min(limit, 256)})}
+    tuned = lambda: model.cam(image, method="scorecam", top_k=TOP_K)  # noqa: E731
+    fixed = {size: (lambda s=size: model.cam(image, method="scorecam", top_k=TOP_K, batch_size=s))
+             for size in sorted({8, 32, min(limit, TOP_K)})}
     times = interleaved_times({"tuned": tuned, **{str(s): f for s, f in fixed.items()}},
                               repeats=2, warmup=0)
     for size in fixed:
         gain = statistics.median(f / t for t, f in zip(times["tuned"], times[str(size)])) - 1
-        what = f"fixed {size}" + (" (max_batch)" if size == min(limit, 256) else "")
-        rows.append((model.name, "batch autotuner", f"Score-CAM top 256 vs {what}", gain))
+        what = f"fixed {size}" + (" (max_batch)" if size == min(limit, TOP_K) else "")
+        add(rows, (model.name, "batch autotuner", f"Score-CAM top {TOP_K} vs {what}", gain))
 
 
 def malloc_tuning(rows: list[tuple[str, str, str, float]]) -> None:
@@ -114,14 +121,14 @@ def malloc_tuning(rows: list[tuple[str, str, str, float]]) -> None:
     try:
         for model in ("resnet50", "efficientnet_lite0"):
             for batch in (1, 8, 32):
-                for w in workers:
-                    w.ask(cmd="setup", model=model, batch=batch)
+                chosen = workers[0].ask(cmd="setup", model=model, batch=batch)["channels_last"]
+                workers[1].ask(cmd="setup", model=model, batch=batch, channels_last=chosen)
                 ratios = []
                 for round_ in range(7 if batch < 32 else 3):
                     pair = workers if round_ % 2 == 0 else workers[::-1]
                     t = {w.library: w.ask(cmd="time", method="gradcam")["seconds"] for w in pair}
                     ratios.append(t["convlens"] / t["convlens+malloc"])
-                rows.append((model, "glibc malloc tuning (process-wide)", f"Grad-CAM b{batch}",
+                add(rows, (model, "glibc malloc tuning (process-wide)", f"Grad-CAM b{batch}",
                              statistics.median(ratios) - 1))
     finally:
         for w in workers:
@@ -132,13 +139,13 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"bench_clever: {setting(tune=False)}")
     rows: list[tuple[str, str, str, float]] = []
+    print(f"\ngain = time without / time with - 1 (median of paired rounds); keep at >= {KEEP:.0%}")
+    print(f"{'model':<20}{'part':<37}{'measured on':<40}{'gain':>7}", flush=True)
     models = [resnet50_model(), cl.load_model()]
     for model in models:
         gradient_parts(model, rows)
+    malloc_tuning(rows)
     for model in models:
         score_cam_batches(model, rows)
-    malloc_tuning(rows)
-    print(f"\ngain = time without / time with - 1 (median of paired rounds); keep at >= {KEEP:.0%}")
-    print(f"{'model':<20}{'part':<37}{'measured on':<40}{'gain':>7}")
-    for model, part, what, gain in rows:
-        print(f"{model:<20}{part:<37}{what:<40}{gain:>+7.1%}")
+    kept = sorted({part for _, part, _, gain in rows if gain >= KEEP})
+    print(f"parts showing >= {KEEP:.0%} somewhere: {', '.join(kept) or 'none'}")

@@ -32,11 +32,19 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   malloc serves blocks above its mmap threshold (128 kB, rising with frees up to 32 MB) with a
   fresh ``mmap`` and unmaps them on free, so every call page-faults (and the kernel zeroes)
   its working set again. Minor faults per image of a no-grad forward (``ru_minflt``), default
-  glibc: EfficientNet-Lite0 b1 0, b8 ~2,400, b32 ~13,700; ResNet-50 b1 ~1,500, b8 ~7,300,
-  b32 ~24,000. With freed memory kept (``runtime.tune_allocator``): 0 at b1 and b8. An
-  autograd forward faults more (every activation is kept, ~10,000-18,000 per image at b8);
+  glibc, one process running ResNet-50 then EfficientNet-Lite0: ResNet-50 b1 ~1,500,
+  b8 ~7,300, b32 ~24,000; EfficientNet-Lite0 b1 0, b8 ~2,400, b32 ~13,700.
+  With freed memory kept (``runtime.tune_allocator``): 0 at b1 and b8. An autograd forward
+  faults more (every activation is kept, ~10,000-18,000 per image at b8);
   ``torch.inference_mode`` faults like ``no_grad``: the grad mode is not the cause, the
   allocator is.
+- The counts depend on the process's history: glibc raises its threshold to the size of the
+  largest mapped block freed so far (at most 32 MB) and trims the heap's top above twice that,
+  so the same call faults differently after other work. Fresh processes, EfficientNet-Lite0
+  b8, Grad-CAM, faults per image: convlens 3,400-6,000, torch-cam 6,000-7,000 (its full
+  autograd forward keeps every activation), a bare no-grad forward 9,200, an autograd forward
+  12,200; after one 32 MB block was allocated and freed (the threshold at its ceiling)
+  convlens faults 2,400-3,500. Only keeping freed memory (tune_allocator) reaches 0.
 - Blocks above 32 MB (glibc's ceiling for the dynamic threshold) are always mapped afresh: at
   b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faults ~34,000 pages
   per image (b8: ~5,900). Running a big batch in chunks whose blocks stay under 32 MB would cut
@@ -83,13 +91,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- worker side -------------------------------------------------------------------------------
-def _model(name: str):
+def _model(name: str, channels_last: bool | None = None):
+    """ResNet-50 (its memory format measured by convlens, or as given) or the default model."""
     import convlens as cl
 
     from .models import resnet50
 
-    model = cl.load_model(resnet50(), name="resnet50") if name == "resnet50" else cl.load_model()
-    return model
+    if name == "resnet50":
+        return cl.load_model(resnet50(), name="resnet50", channels_last=channels_last)
+    return cl.load_model()
 
 
 def _pixels(batch: int) -> torch.Tensor:
@@ -182,11 +192,12 @@ def worker(library: str) -> None:
         reply: dict[str, Any] = {}
         if cmd["cmd"] == "setup":
             if cmd["model"] not in models:
-                models[cmd["model"]] = _model(cmd["model"])
+                models[cmd["model"]] = _model(cmd["model"], cmd.get("channels_last"))
             calls = _calls(library, models[cmd["model"]], _pixels(cmd["batch"]))
             for call in calls.values():  # warm-up: first-call costs, allocator state
                 call()
-            reply = {"methods": list(calls)}
+            reply = {"methods": list(calls),
+                     "channels_last": models[cmd["model"]].channels_last}
         elif cmd["cmd"] == "time":
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu, start = time.process_time(), time.perf_counter()
@@ -235,8 +246,15 @@ Samples = dict[tuple[str, str], list[dict[str, float]]]
 
 
 def compare(model: str, batch: int, workers: list[Worker]) -> Samples:
-    """Per (library, method), one sample per round: wall and CPU seconds and page faults."""
-    methods = {w.library: w.ask(cmd="setup", model=model, batch=batch)["methods"] for w in workers}
+    """Per (library, method), one sample per round: wall and CPU seconds and page faults.
+
+    convlens (the first worker) is set up first: the peers get the memory format it chose.
+    """
+    ours = workers[0].ask(cmd="setup", model=model, batch=batch)
+    methods = {workers[0].library: ours["methods"]}
+    for w in workers[1:]:
+        methods[w.library] = w.ask(cmd="setup", model=model, batch=batch,
+                                   channels_last=ours["channels_last"])["methods"]
     samples: Samples = {(lib, m): [] for lib, ms in methods.items() for m in ms}
     for round_ in range(ROUNDS[batch]):
         shift = round_ % len(workers)
@@ -272,6 +290,10 @@ def main() -> None:
           "default glibc malloc in each")
     libraries = ["convlens", *PEERS]
     workers = [Worker(lib) for lib in libraries]
+    print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
+          " paired ratios of wall time and of CPU time; page faults per image")
+    print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
+          + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}", flush=True)
     rows, memory = [], []
     try:
         for model in MODELS:
@@ -285,24 +307,24 @@ def main() -> None:
                     rows.append((model, method, batch, ms, paired_ratio(samples, method),
                                  paired_ratio(samples, method, "cpu"),
                                  faults[("convlens", method)], faults[("torchcam", method)]))
+                    print_row(libraries, rows[-1])
                 if batch == 8:
                     memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
                                            for w in workers}))
     finally:
         for w in workers:
             w.close()
-    report(libraries, rows, memory)
+    summary(rows, memory)
 
 
-def report(libraries: list[str], rows: list[tuple], memory: list[tuple]) -> None:
-    print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
-          " paired ratios of wall time and of CPU time; page faults per image")
-    print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
-          + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}")
-    for model, method, batch, ms, ratio, cpu, ours, peer in rows:
-        cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
-        print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}{cpu:>7.2f}"
-              f"{ours:>9.0f}{peer:>9.0f}")
+def print_row(libraries: list[str], row: tuple) -> None:
+    model, method, batch, ms, ratio, cpu, ours, peer = row
+    cells = "".join(f"{ms[lib]:>10.1f}" if lib in ms else f"{'-':>10}" for lib in libraries)
+    print(f"{model:<20}{method:<11}{batch:>6}{cells}{ratio:>8.2f}{cpu:>7.2f}"
+          f"{ours:>9.0f}{peer:>9.0f}", flush=True)
+
+
+def summary(rows: list[tuple], memory: list[tuple]) -> None:
     worst = max(r[4] for r in rows)
     print(f"worst convlens / best peer: {worst:.2f} ({'ok' if worst <= 1.0 else 'MISSED'})")
     print("\nconvlens per image: batch 8 / batch 1, batch 32 / batch 1")

@@ -125,3 +125,13 @@ def test_torch_model_decides_at_first_unhooked_use(monkeypatch):
     fixed = cl.load_model(_convnet(), input_size=(16, 16), channels_last=False)
     assert torch.allclose(fixed.logits(pixels), logits, atol=1e-5)
     assert fixed.channels_last is False and not _is_channels_last(fixed.network)
+
+
+def test_weights_converted_under_inference_mode_still_take_gradients(monkeypatch):
+    net, x = _convnet(), torch.rand(2, 3, 16, 16)
+    _timings(monkeypatch, 0.001)
+    with torch.inference_mode():
+        assert runtime.prefers_channels_last(net, x) is True
+    assert not any(p.is_inference() for p in net.parameters())
+    net(x.requires_grad_(True)).sum().backward()
+    assert x.grad is not None

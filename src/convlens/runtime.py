@@ -119,7 +119,8 @@ def prefers_channels_last(network: torch.nn.Module, example: torch.Tensor) -> bo
 
 
 def _probe(network: torch.nn.Module, x: torch.Tensor) -> bool:
-    with torch.no_grad():
+    # not inference mode: weights converted there would be unusable for gradients later
+    with torch.inference_mode(False), torch.no_grad():
         network.to(memory_format=torch.contiguous_format)
         dense = x.contiguous()
         expected = network(dense)
