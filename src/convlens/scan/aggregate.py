@@ -228,8 +228,15 @@ class Scanner:
             info.name: LayerPartial.empty(info.channels or 0, self.top_k) for info in self.layers
         })
 
-    def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
+    def batch(
+        self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray,
+        bar: Partial | None = None,
+    ) -> Partial:
         """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial.
+
+        ``bar``: the partial this batch will be merged into; top-k candidates that cannot beat
+        its k-th entry are left out (the merge would drop them), so argmax positions are only
+        looked up for maps that enter the top-k.
 
         With CAMs, the same pass records the layers and starts autograd at the CAM layer: the
         Grad-CAM of the true class (and of the predicted one, for mistakes) costs only the
@@ -257,7 +264,10 @@ class Scanner:
         known = classes >= 0
         rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
         layers = {
-            info.name: self._layer(outputs[info.name].detach(), ids, rows, int(known.sum()))
+            info.name: self._layer(
+                outputs[info.name].detach(), ids, rows, int(known.sum()),
+                None if bar is None else bar.layers[info.name],
+            )
             for info in self.layers
         }
         part = Partial(
@@ -279,7 +289,8 @@ class Scanner:
         return target_layers(self.model, self.cam_layer)[0]
 
     def _layer(
-        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int
+        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int,
+        bar: LayerPartial | None = None,
     ) -> LayerPartial:
         tensor = self.model.nchw(tensor)  # a view, whatever the memory layout
         n, c, _, w = tensor.shape
@@ -298,6 +309,13 @@ class Scanner:
             class_sum, value, np.ascontiguousarray(batch_ids), zeros, zeros,
         )
         merged = _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
+        if bar is not None:  # what cannot beat the k-th entry it will merge with: left out
+            last_value, last_id = bar.top_value[-1], bar.top_id[-1]
+            enters = (merged.top_value > last_value) | (
+                (merged.top_value == last_value) & (merged.top_id < last_id)
+            )
+            merged.top_value[~enters] = -np.inf
+            merged.top_id[~enters] = NO_IMAGE
         # the argmax position, only for the (image, channel) maps that made the top-k
         kept = merged.top_id != NO_IMAGE
         rank, channel = np.nonzero(kept)
