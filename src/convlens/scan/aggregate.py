@@ -322,8 +322,10 @@ class Scanner:
         ids = np.asarray(ids, np.int64)
         order = np.argsort(ids)
         image = order[np.searchsorted(ids[order], merged.top_id[rank, channel])]
+        if not len(rank):
+            return merged
         maps = tensor[torch.as_tensor(image), torch.as_tensor(channel)]  # (M, H, W)
-        where = maps.reshape(len(rank), -1).argmax(dim=1).cpu().numpy()  # the first maximum
+        where = maps.flatten(1).argmax(dim=1).cpu().numpy()  # the first maximum
         merged.top_y[rank, channel] = where // w
         merged.top_x[rank, channel] = where % w
         return merged
