@@ -5,7 +5,8 @@
 - peak RSS of a scan of 10,000 images vs 1,000 (small model, 32x32 PNGs, one process each);
 - the Ray engine (2 CPUs, local) vs the local engine.
 
-``CONVLENS_BENCH_SCAN_IMAGES`` sets the JPEG count (default 128).
+``CONVLENS_BENCH_SCAN_IMAGES`` sets the JPEG count (default 128); ``CONVLENS_BENCH_SCAN_PARTS``
+picks parts (``floor,ray,rss``; default all).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from convlens.scan import scan
 from .timing import setting
 
 IMAGES = int(os.environ.get("CONVLENS_BENCH_SCAN_IMAGES", "128"))
+PARTS = os.environ.get("CONVLENS_BENCH_SCAN_PARTS", "floor,ray,rss").split(",")
 BATCH = 32
 
 
@@ -118,40 +120,49 @@ def main() -> None:
         names = model.class_names or []
         by_path = {str(p): names[label] for p, label in zip(paths, labels)}  # class names
         scan(model, paths[:BATCH], work / "warm", cam=False)  # warm up the model and allocator
-        floor = _floor(model, paths, labels)
-        no_cam = _seconds(lambda: scan(model, work / "jpeg", work / "s1", cam=False,
-                                            labels=by_path))
-        with_cam = _seconds(lambda: scan(model, work / "jpeg", work / "s2",
-                                              labels=by_path))
-        base = floor["decode"] + floor["forward"]
-        print(f"{IMAGES} JPEG files, EfficientNet-Lite0, all {len(model.resolve('conv'))} conv "
-              f"layers, batch {BATCH}")
-        print(f"  decoding alone {floor['decode']:.2f} s, forward + capture alone "
-              f"{floor['forward']:.2f} s, batched Grad-CAM alone {floor['gradcam']:.2f} s")
-        print(f"  scan --no-cam   {no_cam:.2f} s = {no_cam / base:.2f}x (decode + forward)")
-        print(f"  scan with CAMs  {with_cam:.2f} s = "
-              f"{with_cam / (base + floor['gradcam']):.2f}x (decode + forward + Grad-CAM)")
+        if "floor" in PARTS:
+            _versus_floor(model, paths, labels, by_path, work)
+        if "ray" in PARTS:
+            _versus_ray(model, paths, by_path, work)
+        if "rss" in PARTS:
+            from convlens.scan.demo import write_digits
 
-        import ray
+            digits = write_digits(work / "digits")
+            small = _peak_rss(digits, 1_000, work)
+            large = _peak_rss(digits, 10_000, work)
+            print(f"  peak RSS, digits convnet: 1,000 images {small:.0f} MB, 10,000 images "
+                  f"{large:.0f} MB (+{large - small:.0f} MB)")
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-        try:
-            scan(model, paths[:BATCH], work / "ray-warm", cam=False, engine="ray")
-            on_ray = _seconds(lambda: scan(model, work / "jpeg", work / "s3", cam=False,
-                                           engine="ray"))
-        finally:
-            ray.shutdown()
-        print(f"  ray engine (2 CPUs) {on_ray:.2f} s: {no_cam / on_ray:.2f}x the local engine's "
-              "speed")
 
-        from convlens.scan.demo import write_digits
+def _versus_floor(model: cl.Model, paths: list[Path], labels: list[int],
+                  by_path: dict[str, str], work: Path) -> None:
+    floor = _floor(model, paths, labels)
+    no_cam = _seconds(lambda: scan(model, work / "jpeg", work / "s1", cam=False,
+                                   labels=by_path))
+    with_cam = _seconds(lambda: scan(model, work / "jpeg", work / "s2", labels=by_path))
+    base = floor["decode"] + floor["forward"]
+    print(f"{IMAGES} JPEG files, EfficientNet-Lite0, all {len(model.resolve('conv'))} conv "
+          f"layers, batch {BATCH}")
+    print(f"  decoding alone {floor['decode']:.2f} s, forward + capture alone "
+          f"{floor['forward']:.2f} s, batched Grad-CAM alone {floor['gradcam']:.2f} s")
+    print(f"  scan --no-cam   {no_cam:.2f} s = {no_cam / base:.2f}x (decode + forward)")
+    print(f"  scan with CAMs  {with_cam:.2f} s = {with_cam / base:.2f}x (decode + forward), "
+          f"{with_cam / (floor['decode'] + floor['gradcam']):.2f}x (decode + batched Grad-CAM)")
 
-        digits = write_digits(work / "digits")
-        small = _peak_rss(digits, 1_000, work)
-        large = _peak_rss(digits, 10_000, work)
-        print(f"  peak RSS, digits convnet: 1,000 images {small:.0f} MB, 10,000 images "
-              f"{large:.0f} MB (+{large - small:.0f} MB)")
+
+
+def _versus_ray(model: cl.Model, paths: list[Path], by_path: dict[str, str], work: Path) -> None:
+    import ray
+
+    local = _seconds(lambda: scan(model, work / "jpeg", work / "r1", cam=False, labels=by_path))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        on_ray = _seconds(lambda: scan(model, work / "jpeg", work / "r2", cam=False,
+                                       labels=by_path, engine="ray"))
+    finally:
+        ray.shutdown()
+    print(f"  ray engine (2 CPUs, actor start included) {on_ray:.2f} s, local {local:.2f} s: "
+          f"{local / on_ray:.2f}x the local engine's speed")
 
 
 if __name__ == "__main__":

@@ -228,8 +228,15 @@ class Scanner:
             info.name: LayerPartial.empty(info.channels or 0, self.top_k) for info in self.layers
         })
 
-    def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
+    def batch(
+        self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray,
+        bar: Partial | None = None,
+    ) -> Partial:
         """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial.
+
+        ``bar``: the partial this batch will be merged into; top-k candidates that cannot beat
+        its k-th entry are left out (the merge would drop them), so argmax positions are only
+        looked up for maps that enter the top-k.
 
         With CAMs, the same pass records the layers and starts autograd at the CAM layer: the
         Grad-CAM of the true class (and of the predicted one, for mistakes) costs only the
@@ -257,7 +264,10 @@ class Scanner:
         known = classes >= 0
         rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
         layers = {
-            info.name: self._layer(outputs[info.name].detach(), ids, rows, int(known.sum()))
+            info.name: self._layer(
+                outputs[info.name].detach(), ids, rows, int(known.sum()),
+                None if bar is None else bar.layers[info.name],
+            )
             for info in self.layers
         }
         part = Partial(
@@ -279,29 +289,46 @@ class Scanner:
         return target_layers(self.model, self.cam_layer)[0]
 
     def _layer(
-        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int
+        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int,
+        bar: LayerPartial | None = None,
     ) -> LayerPartial:
-        tensor = self.model.nchw(tensor)
+        tensor = self.model.nchw(tensor)  # a view, whatever the memory layout
         n, c, _, w = tensor.shape
-        flat = tensor.reshape(n, c, -1)
-        spatial_max, where = flat.max(dim=2)  # the first maximal position, as np.argmax
-        # summed in float64: a channel far from 0 (a -1000 bias) keeps its small variations
-        spatial_mean = flat.sum(dim=2, dtype=torch.float64) / flat.shape[2]
-        smax = spatial_max.double().cpu().numpy()
-        smean = spatial_mean.cpu().numpy()
-        where = where.cpu().numpy()
+        # reductions in the tensor's own memory order (no copy of a channels-last map)
+        smax = tensor.amax(dim=(2, 3)).double().cpu().numpy()
+        smean = tensor.float().mean(dim=(2, 3)).double().cpu().numpy()
         mean = smean.mean(axis=0)
         class_sum = np.zeros((classes, c))
         known = rows >= 0
         np.add.at(class_sum, rows[known], smean[known])
         value = smax if self.rank == "max" else smean
         batch_ids = np.broadcast_to(np.asarray(ids, np.int64)[:, None], (n, c))
+        zeros = np.zeros((n, c), np.int32)
         own = LayerPartial(
             n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
-            class_sum, value, np.ascontiguousarray(batch_ids),
-            (where // w).astype(np.int32), (where % w).astype(np.int32),
+            class_sum, value, np.ascontiguousarray(batch_ids), zeros, zeros,
         )
-        return _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
+        merged = _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
+        if bar is not None:  # what cannot beat the k-th entry it will merge with: left out
+            last_value, last_id = bar.top_value[-1], bar.top_id[-1]
+            enters = (merged.top_value > last_value) | (
+                (merged.top_value == last_value) & (merged.top_id < last_id)
+            )
+            merged.top_value[~enters] = -np.inf
+            merged.top_id[~enters] = NO_IMAGE
+        # the argmax position, only for the (image, channel) maps that made the top-k
+        kept = merged.top_id != NO_IMAGE
+        rank, channel = np.nonzero(kept)
+        ids = np.asarray(ids, np.int64)
+        order = np.argsort(ids)
+        image = order[np.searchsorted(ids[order], merged.top_id[rank, channel])]
+        if not len(rank):
+            return merged
+        maps = tensor[torch.as_tensor(image), torch.as_tensor(channel)]  # (M, H, W)
+        where = maps.flatten(1).argmax(dim=1).cpu().numpy()  # the first maximum
+        merged.top_y[rank, channel] = where // w
+        merged.top_x[rank, channel] = where % w
+        return merged
 
     def _cams(
         self, part: Partial, logits: torch.Tensor, leaf: torch.Tensor, size: tuple[int, int]

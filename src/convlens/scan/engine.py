@@ -183,7 +183,7 @@ def run_shard(
     """Merge the per-batch partials of one shard's batches (ids, pixels, labels), in order."""
     part = plan.scanner.empty()
     for ids, pixels, labels in chunks:
-        batch = plan.scanner.batch(plan.model.to_pixels(pixels), ids, labels)
+        batch = plan.scanner.batch(plan.model.to_pixels(pixels), ids, labels, bar=part)
         part = part.merge(batch, plan.scanner.top_k)
     part.skipped = list(skipped)
     return part

@@ -112,15 +112,18 @@ def _ceil_mode(module: Any, size: tuple[int, ...], out_size: tuple[int, int]) ->
     return bool(getattr(module, "ceil_mode", False))
 
 
-def field_box(geometry: tuple[Axis, Axis], y: int, x: int, input_size: tuple[int, int]) -> Box:
-    """The input box of output position (y, x), clipped to the image."""
+def field_box(geometry: tuple[Axis, Axis], y: Any, x: Any, input_size: tuple[int, int]) -> Any:
+    """The input box (x0, y0, x1, y1) of output position (y, x), clipped to the image; ``y`` and
+    ``x`` may be arrays (then an (P, 4) array)."""
     rows, cols = geometry
-    y0 = y * rows.jump + rows.start
-    x0 = x * cols.jump + cols.start
+    y0 = np.asarray(y) * rows.jump + rows.start
+    x0 = np.asarray(x) * cols.jump + cols.start
     h, w = input_size
-    return (
-        max(x0, 0), max(y0, 0), min(x0 + cols.size - 1, w - 1), min(y0 + rows.size - 1, h - 1)
-    )
+    box = np.stack([
+        np.maximum(x0, 0), np.maximum(y0, 0), np.minimum(x0 + cols.size - 1, w - 1),
+        np.minimum(y0 + rows.size - 1, h - 1),
+    ], axis=-1)
+    return tuple(int(v) for v in box) if box.ndim == 1 else box
 
 
 def gradient_box(
@@ -166,8 +169,5 @@ def boxes(
             x0, y0, x1, y1 = gradient_box(model, info, cy, cx)
             jy, jx = max(1, round(h / oh)), max(1, round(w / ow))
             geometry = (Axis(jy, y0 - cy * jy, y1 - y0 + 1), Axis(jx, x0 - cx * jx, x1 - x0 + 1))
-        result = np.zeros((len(yx), 4), np.int32)
-        for i, (y, x) in enumerate(yx.tolist()):
-            result[i] = field_box(geometry, y, x, (h, w))
-        out[name] = result
+        out[name] = field_box(geometry, yx[:, 0], yx[:, 1], (h, w)).astype(np.int32)
     return out

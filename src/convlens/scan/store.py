@@ -122,21 +122,21 @@ def write_tables(
             sel["channel"] += list(range(channels))
             sel["class"] += [int(cls)] * channels
             sel["mean"] += class_mean[row].tolist()
-        k = lp.top_id.shape[0]
-        valid = lp.top_id != NO_IMAGE
-        for ch in range(channels):
-            for r in range(k):
-                if not valid[r, ch]:
-                    continue
-                image = int(lp.top_id[r, ch])
-                x0, y0, x1, y1 = (int(v) for v in boxes[name][r * channels + ch])
-                for key, value in (
-                    ("layer", name), ("channel", ch), ("rank", r), ("image", image),
-                    ("path", paths.get(image, "")), ("value", float(lp.top_value[r, ch])),
-                    ("y", int(lp.top_y[r, ch])), ("x", int(lp.top_x[r, ch])),
-                    ("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1),
-                ):
-                    top[key].append(value)
+        # top-k rows, channel by channel, rank by rank: (C, k) order
+        valid = (lp.top_id != NO_IMAGE).T
+        channel, rank = np.nonzero(valid)
+        image = lp.top_id.T[valid]
+        box = boxes[name].reshape(lp.top_id.shape[0], channels, 4).transpose(1, 0, 2)[valid]
+        top["layer"] += [name] * len(channel)
+        top["channel"] += channel.tolist()
+        top["rank"] += rank.tolist()
+        top["image"] += image.tolist()
+        top["path"] += [paths.get(i, "") for i in image.tolist()]
+        top["value"] += lp.top_value.T[valid].tolist()
+        top["y"] += lp.top_y.T[valid].tolist()
+        top["x"] += lp.top_x.T[valid].tolist()
+        for j, key in enumerate(("x0", "y0", "x1", "y1")):
+            top[key] += box[:, j].tolist()
     _write_parquet(out / "channels.parquet", rows)
     _write_parquet(out / "selectivity.parquet", sel)
     _write_parquet(out / "topk.parquet", top)
