@@ -60,12 +60,12 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"scorecam": {"top_k": 32}}
 def auto_layers(model: Model) -> list[LayerInfo]:
     """The default CAM layer and its neighbours, in forward order.
 
-    The default layer; the spatial layers just before and after the last activation (the
-    pre-activation output and the activation itself); and the outputs of the last two stages
-    (the last two blocks of the shallowest level that has two).
+    The default layer (of every method); the spatial layers just before and after the last
+    activation (the pre-activation output and the activation itself); and the outputs of the
+    last two stages (the last two blocks of the shallowest level that has two).
     """
     spatial = [info for info in model.layers(include_blocks=True) if info.spatial]
-    chosen = {default_layer(model).name}
+    chosen = {default_layer(model, method).name for method in [None, *METHODS]}
     leaves = [info for info in spatial if info.is_leaf]
     activations = [k for k, info in enumerate(leaves) if info.kind == "activation"]
     if activations:
