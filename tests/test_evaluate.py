@@ -28,6 +28,8 @@ from convlens.evaluate.sweep import _confident_groups
 
 from .conftest import tiny_convnet
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # a busy 2-core machine: one torch thread
+
 
 class Quadrants(nn.Module):
     """Class c's logit is the mean red value of quadrant c (0 top-left ... 3 bottom-right) / 25."""
@@ -188,7 +190,10 @@ def test_auto_layers():
 def test_auto_layers_of_the_default_model(default_model):
     names = [i.name for i in auto_layers(default_model)]
     assert names == ["_blocks.14", "_blocks.15", "_bn1", "_swish#2"]
-    assert cl.cam.default_layer(default_model).name == "_bn1"
+    default = cl.cam.default_layer
+    assert default(default_model, "gradcam").name == "_bn1"
+    assert default(default_model, "layercam").name == "_blocks.15"
+    assert default(default_model, "hirescam").name == default(default_model).name == "_swish#2"
 
 
 def test_randomization_column_is_the_sanity_checks_fully_randomized_stage(tiny_model):
@@ -251,14 +256,15 @@ def test_bad_arguments_fail_before_any_work(tiny_model, tmp_path):
 
 # -- the default model: the layer chosen by this evaluation --------------------------------------
 def test_default_gradcam_points_at_the_right_photo_in_mosaics(default_model):
-    """Mosaics of the 4 bundled photos (each in every cell): Grad-CAM at the default layer puts
-    >= 95 % of its mass in the target's cell, and every gradient method beats the baselines."""
+    """Mosaics of the 4 bundled photos (each in every cell): Grad-CAM at its default layer puts
+    >= 95 % of its mass in the target's cell, and every gradient method, at its default layer,
+    beats the three baselines."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ev = evaluate(default_model, None, methods=list(GRADIENT_METHODS), layers=["_bn1"],
+        ev = evaluate(default_model, None, methods=list(GRADIENT_METHODS), layers="default",
                       protocols=["pointing"], bootstrap=200, progress=False)
     table = ev.table.set_index("method")
-    assert ev.settings["mosaics"] == 4
+    assert ev.settings["mosaics"] == 4 and table.loc["gradcam", "layer"] == "_bn1"
     assert table.loc["gradcam", "pointing"] >= 0.95
     for method in GRADIENT_METHODS:
         assert table.loc[method, "beats_baselines"], (method, table.loc[method, "not_beaten"])

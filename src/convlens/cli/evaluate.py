@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", nargs="+", default=["all"], metavar="METHOD",
                         help="CAM methods, 'all' (default) or 'gradient'")
     parser.add_argument("--layers", nargs="+", default=["auto"], metavar="LAYER",
-                        help="'auto' (the default layer and its neighbours), 'all' or names")
+                        help="'auto' (the default layer and its neighbours), 'all', 'default' "
+                        "(each method's own) or names")
     parser.add_argument("--labels", nargs="+", default=None, metavar="CLASS",
                         help="one class (index or name) per image (default: the folder's, "
                         "else the top class)")
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _one_or_list(values: list[str]) -> str | list[str]:
-    return values[0] if len(values) == 1 and values[0] in ("all", "auto", "gradient") else values
+    keywords = ("all", "auto", "default", "gradient")
+    return values[0] if len(values) == 1 and values[0] in keywords else values
 
 
 def run(args: argparse.Namespace) -> int:
