@@ -276,3 +276,16 @@ def test_default_boxes_single_out_the_object_on_every_bundled_photo(default_mode
     cams = default_model.cam(list(cl.SAMPLES))
     for name, (x0, y0, x1, y1) in zip(cl.SAMPLES, cams.boxes):
         assert (x1 - x0 + 1) * (y1 - y0 + 1) / 224**2 < 0.7, name
+
+
+def test_cli_bad_arguments_are_one_line_before_any_work(tmp_path, capsys):
+    from convlens.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "chelsea", "--methods", "gradcma", "--out", str(out)]) == 2
+    assert main(["evaluate", "chelsea", "--protocols", "pointng", "--out", str(out)]) == 2
+    assert main(["evaluate", str(tmp_path / "nope.png"), "--out", str(out)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("convlens: error: ") for line in errors)
+    assert "gradcma" in errors[0] and "pointng" in errors[1] and "nope.png" in errors[2]
+    assert not out.exists()  # nothing half-written
