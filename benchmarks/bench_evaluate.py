@@ -14,7 +14,9 @@ convolutional), keep the run short on a 2-core CPU.
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import time
 from collections import Counter
 
@@ -29,22 +31,27 @@ SIZE = 128
 LAYERS = ["_blocks.15", "_bn1", "_swish#2"]
 
 
-def images() -> np.ndarray:
-    """32 images: 8 crops / flips of each bundled photo, at SIZE x SIZE."""
+def images(count: int = 32, size: int = SIZE) -> np.ndarray:
+    """``count`` images: crops / flips of each bundled photo, at size x size."""
     out = []
+    margin = size // 4
     for name in cl.SAMPLES:
-        photo = cl.load_image(name, size=(160, 160), interpolation="bilinear")
-        for k in range(8):
-            y, x = (k % 3) * 16, (k // 3) * 16
-            crop = photo[y : y + SIZE, x : x + SIZE]
+        photo = cl.load_image(name, size=(size + margin, size + margin), interpolation="bilinear")
+        for k in range(count // len(cl.SAMPLES)):
+            y, x = (k % 3) * (margin // 2), (k // 3 % 3) * (margin // 2)
+            crop = photo[y : y + size, x : x + size]
             out.append(crop[:, ::-1] if k % 2 else crop)
     return np.ascontiguousarray(np.stack(out), dtype=np.float32)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--size", type=int, default=SIZE)
+    args = parser.parse_args([] if argv is None else argv)
     print(setting())
     model = cl.load_model()
-    x = images()
+    x = images(args.images, args.size)
     calls: list[tuple[int, int, bool]] = []
 
     def count(module, args, output) -> None:
@@ -100,8 +107,8 @@ def main() -> None:
     images_backward = sum(n * b_out for (b_in, b_out, grad), n in plain.items() if grad)
     rows = len(ev.table)
     print_table(
-        f"evaluate: 32 images ({SIZE} px), 8 methods x {len(LAYERS)} layers + 3 baselines = "
-        f"{rows} rows, {ev.settings['mosaics']} mosaics",
+        f"evaluate: {len(x)} images ({args.size} px), 8 methods x {len(LAYERS)} layers + "
+        f"3 baselines = {rows} rows, {ev.settings['mosaics']} mosaics",
         [
             ("network calls", f"{len(calls)} ({images_forward} images forward, "
              f"{images_backward} forward+backward)", ""),
@@ -116,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

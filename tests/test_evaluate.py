@@ -28,6 +28,8 @@ from convlens.evaluate.sweep import _confident_groups
 
 from .conftest import tiny_convnet
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # a busy 2-core machine: one torch thread
+
 
 class Quadrants(nn.Module):
     """Class c's logit is the mean red value of quadrant c (0 top-left ... 3 bottom-right) / 25."""
@@ -188,7 +190,10 @@ def test_auto_layers():
 def test_auto_layers_of_the_default_model(default_model):
     names = [i.name for i in auto_layers(default_model)]
     assert names == ["_blocks.14", "_blocks.15", "_bn1", "_swish#2"]
-    assert cl.cam.default_layer(default_model).name == "_bn1"
+    default = cl.cam.default_layer
+    assert default(default_model, "gradcam").name == "_bn1"
+    assert default(default_model, "layercam").name == "_blocks.15"
+    assert default(default_model, "hirescam").name == default(default_model).name == "_swish#2"
 
 
 def test_randomization_column_is_the_sanity_checks_fully_randomized_stage(tiny_model):
@@ -251,14 +256,15 @@ def test_bad_arguments_fail_before_any_work(tiny_model, tmp_path):
 
 # -- the default model: the layer chosen by this evaluation --------------------------------------
 def test_default_gradcam_points_at_the_right_photo_in_mosaics(default_model):
-    """Mosaics of the 4 bundled photos (each in every cell): Grad-CAM at the default layer puts
-    >= 95 % of its mass in the target's cell, and every gradient method beats the baselines."""
+    """Mosaics of the 4 bundled photos (each in every cell): Grad-CAM at its default layer puts
+    >= 95 % of its mass in the target's cell, and every gradient method, at its default layer,
+    beats the three baselines."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ev = evaluate(default_model, None, methods=list(GRADIENT_METHODS), layers=["_bn1"],
+        ev = evaluate(default_model, None, methods=list(GRADIENT_METHODS), layers="default",
                       protocols=["pointing"], bootstrap=200, progress=False)
     table = ev.table.set_index("method")
-    assert ev.settings["mosaics"] == 4
+    assert ev.settings["mosaics"] == 4 and table.loc["gradcam", "layer"] == "_bn1"
     assert table.loc["gradcam", "pointing"] >= 0.95
     for method in GRADIENT_METHODS:
         assert table.loc[method, "beats_baselines"], (method, table.loc[method, "not_beaten"])
@@ -270,3 +276,16 @@ def test_default_boxes_single_out_the_object_on_every_bundled_photo(default_mode
     cams = default_model.cam(list(cl.SAMPLES))
     for name, (x0, y0, x1, y1) in zip(cl.SAMPLES, cams.boxes):
         assert (x1 - x0 + 1) * (y1 - y0 + 1) / 224**2 < 0.7, name
+
+
+def test_cli_bad_arguments_are_one_line_before_any_work(tmp_path, capsys):
+    from convlens.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "chelsea", "--methods", "gradcma", "--out", str(out)]) == 2
+    assert main(["evaluate", "chelsea", "--protocols", "pointng", "--out", str(out)]) == 2
+    assert main(["evaluate", str(tmp_path / "nope.png"), "--out", str(out)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("convlens: error: ") for line in errors)
+    assert "gradcma" in errors[0] and "pointng" in errors[1] and "nope.png" in errors[2]
+    assert not out.exists()  # nothing half-written

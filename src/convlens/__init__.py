@@ -17,6 +17,7 @@ from .activations import Activations, activation_grid, empty_channels
 from .cam import METHODS as CAM_METHODS
 from .cam import CamResult
 from .errors import ConvlensError, ImageError, LayerNotFoundError, ModelError
+from .evaluate import Evaluation, evaluate
 from .filters import RECIPES as FILTER_RECIPES
 from .filters import FilterResult, filter_grid
 from .images import SAMPLES, load_image, load_images, sample_image
@@ -29,7 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CAM_METHODS", "FILTER_RECIPES", "SAMPLES", "Activations", "CamResult", "ConvlensError",
-    "FilterResult", "ImageError", "LayerInfo", "LayerNotFoundError", "Model", "ModelError",
-    "Prediction", "ScanResult", "activation_grid", "empty_channels", "filter_grid", "load_image",
-    "load_images", "load_model", "overlay", "sample_image", "scan", "show",
+    "Evaluation", "FilterResult", "ImageError", "LayerInfo", "LayerNotFoundError", "Model",
+    "ModelError", "Prediction", "ScanResult", "activation_grid", "empty_channels", "evaluate",
+    "filter_grid", "load_image", "load_images", "load_model", "overlay", "sample_image", "scan",
+    "show",
 ]

@@ -94,7 +94,7 @@ def compute_cam(
     if not 0.0 <= threshold <= 1.0:
         raise ModelError(f"threshold is a fraction of the map's maximum in [0, 1], not {threshold}")
     algorithm = make_method(method, options)
-    infos = target_layers(model, layer)
+    infos = target_layers(model, layer, algorithm.name)
     pixels = model.to_pixels(images)
     ctx, raws = explain(algorithm, model, pixels, infos, target, progress)
     heat, empty = normalize_maps(raws, tuple(pixels.shape[1:3]))

@@ -31,14 +31,17 @@ __all__ = [
 
 
 # -- layers ----------------------------------------------------------------------------------
-def default_layer(model: Model) -> LayerInfo:
+def default_layer(model: Model, method: str | None = None) -> LayerInfo:
     """The last layer call, in forward order, whose output is a spatial (N, H, W, C) map.
 
     Found from the model's trace (blocks included): for a ResNet that is ``layer4``, for the
-    seed's Keras convnet ``conv2d_4``. A network may name its own with a ``default_cam_layer``
-    attribute: the default model's is ``_bn1``, chosen by ``convlens evaluate`` (see README).
+    seed's Keras convnet ``conv2d_4``. A network may name its own in a ``default_cam_layer``
+    attribute (a name, or {method: name} with None for the others); the default model's were
+    chosen by ``convlens evaluate`` (see README).
     """
     preferred = getattr(model.network, "default_cam_layer", None)
+    if isinstance(preferred, dict):
+        preferred = preferred.get(method, preferred.get(None))
     if preferred is not None:
         return model.layer(preferred)
     spatial = [info for info in model.layers(include_blocks=True) if info.spatial]
@@ -62,10 +65,10 @@ def _check_spatial(model: Model, info: LayerInfo) -> LayerInfo:
     )
 
 
-def target_layers(model: Model, layer: Any = None) -> list[LayerInfo]:
+def target_layers(model: Model, layer: Any = None, method: str | None = None) -> list[LayerInfo]:
     """The layer(s) to explain: ``None`` (default layer), a name, a glob, or a list (fused)."""
     if layer is None:
-        return [default_layer(model)]
+        return [default_layer(model, method)]
     if hasattr(layer, "module") and hasattr(layer, "order"):  # a LayerInfo
         return [_check_spatial(model, layer)]
     if isinstance(layer, str) and not any(ch in layer for ch in "*?["):

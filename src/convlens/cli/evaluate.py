@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", nargs="+", default=["all"], metavar="METHOD",
                         help="CAM methods, 'all' (default) or 'gradient'")
     parser.add_argument("--layers", nargs="+", default=["auto"], metavar="LAYER",
-                        help="'auto' (the default layer and its neighbours), 'all' or names")
+                        help="'auto' (the default layer and its neighbours), 'all', 'default' "
+                        "(each method's own) or names")
     parser.add_argument("--labels", nargs="+", default=None, metavar="CLASS",
                         help="one class (index or name) per image (default: the folder's, "
                         "else the top class)")
@@ -33,15 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--min-confidence", type=float, default=0.5,
                         help="least probability an image needs to enter a mosaic (0.5)")
-    parser.add_argument("--no-randomization", action="store_true",
-                        help="skip the parameter randomization check")
+    parser.add_argument("--protocols", nargs="+", default=None, metavar="PROTOCOL",
+                        help="pointing, deletion, road, drop, randomization (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed (0): same seed, same table")
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.set_defaults(func=run)
 
 
 def _one_or_list(values: list[str]) -> str | list[str]:
-    return values[0] if len(values) == 1 and values[0] in ("all", "auto", "gradient") else values
+    keywords = ("all", "auto", "default", "gradient")
+    return values[0] if len(values) == 1 and values[0] in keywords else values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.source or None, methods=_one_or_list(args.methods),
         layers=_one_or_list(args.layers), labels=args.labels, steps=args.steps,
         bootstrap=args.bootstrap, min_confidence=args.min_confidence,
-        protocols=[p for p in PROTOCOLS if not (p == "randomization" and args.no_randomization)],
+        protocols=args.protocols or tuple(PROTOCOLS),
         seed=args.seed, progress=not args.quiet,
     )
     path = save_evaluation(ev, out_dir(args.out))

@@ -21,7 +21,7 @@ from ..cam import GRADIENT_METHODS, METHODS, compute_cam, default_layer, make_me
 from ..cam.core import target_layers
 from ..cam.metrics import _average_drop_increase, _deletion_insertion
 from ..cam.sanity import _SEED_BASE, _groups
-from ..errors import ModelError
+from ..errors import ConvlensError, ModelError
 from ..models import load_model
 from ..models.base import LayerInfo, Model
 from ..progress import progress_bar
@@ -60,12 +60,12 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"scorecam": {"top_k": 32}}
 def auto_layers(model: Model) -> list[LayerInfo]:
     """The default CAM layer and its neighbours, in forward order.
 
-    The default layer; the spatial layers just before and after the last activation (the
-    pre-activation output and the activation itself); and the outputs of the last two stages
-    (the last two blocks of the shallowest level that has two).
+    The default layer (of every method); the spatial layers just before and after the last
+    activation (the pre-activation output and the activation itself); and the outputs of the
+    last two stages (the last two blocks of the shallowest level that has two).
     """
     spatial = [info for info in model.layers(include_blocks=True) if info.spatial]
-    chosen = {default_layer(model).name}
+    chosen = {default_layer(model, method).name for method in [None, *METHODS]}
     leaves = [info for info in spatial if info.is_leaf]
     activations = [k for k, info in enumerate(leaves) if info.kind == "activation"]
     if activations:
@@ -280,7 +280,8 @@ def evaluate(
         source: a folder (ImageFolder: one sub-folder per class, named by class name or index;
             or flat), image paths / sample names / arrays, or None (the bundled photos).
         methods: ``"all"``, ``"gradient"`` or a list of CAM method names.
-        layers: ``"auto"`` (:func:`auto_layers`), ``"all"`` (every spatial layer), or names.
+        layers: ``"auto"`` (:func:`auto_layers`), ``"all"`` (every spatial layer), names, or
+            ``"default"`` (each method at the layer ``cam(layer=None)`` uses for it).
         labels: one class (index or name) per image; default: the folder's, else the top-1.
         steps: deletion / insertion steps. road_fractions, road_noise: ROAD's removal fractions
             and imputation noise (pixel units). min_confidence: the least probability an
@@ -292,14 +293,22 @@ def evaluate(
         chunk: images per batch of CAM calls; method_options: per-method options (default:
             Score-CAM's ``top_k=32``); batch_size / memory_budget: the perturbed batches.
     """
-    import pandas as pd  # the one optional dependency; checked before any work
+    try:
+        import pandas as pd  # the optional dependency (convlens[evaluate]), checked first
+    except ImportError:
+        raise ConvlensError(
+            "evaluate needs pandas and pyarrow: pip install 'convlens[evaluate]'"
+        ) from None
 
     model = model if isinstance(model, Model) else load_model(model)
     method_names = _methods(methods)
     options = {**DEFAULT_OPTIONS, **(method_options or {})}
     for name in method_names:
         make_method(name, options.get(name, {}))
-    infos = _layers(model, layers)
+    if layers == "default":  # each method at its own default layer
+        pairs = [(method, default_layer(model, method).name) for method in method_names]
+    else:
+        pairs = [(method, info.name) for info in _layers(model, layers) for method in method_names]
     if steps < 1 or chunk < 1 or bootstrap < 1:
         raise ModelError("steps, chunk and bootstrap must be at least 1")
     unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -333,7 +342,7 @@ def evaluate(
     randomized = _randomized(model, seed) if "randomization" in run else None
 
     rows: list[tuple[str, str]] = [(b, "") for b in BASELINES] if baselines else []
-    rows += [(method, info.name) for info in infos for method in method_names]
+    rows += pairs
     if "pointing" not in run:
         mosaic_targets, cells, layouts = [], [], []
     image_chunks, mosaic_rows = _chunks(n, chunk), len(mosaic_targets)
@@ -429,7 +438,8 @@ def evaluate(
     return Evaluation(
         table=table, per_image=per_image,
         settings={
-            "model": model.name, "methods": method_names, "layers": [i.name for i in infos],
+            "model": model.name, "methods": method_names,
+            "layers": list(dict.fromkeys(layer for _, layer in pairs)),
             "steps": steps, "road_fractions": list(road_fractions), "road_noise": road_noise,
             "min_confidence": min_confidence, "bootstrap": bootstrap, "seed": seed,
             "images": n, "mosaics": len(layouts), "method_options": options,

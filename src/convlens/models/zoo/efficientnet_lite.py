@@ -15,6 +15,7 @@ top-level ``_swish`` runs after the stem and after the head, and each block's
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -132,9 +133,13 @@ class EfficientNetLite(nn.Module):
     Expects inputs normalised with :func:`efficientnet_preprocess` and returns logits.
     """
 
-    #: The layer ``cam(layer=None)`` explains: the head's pre-activation (before the ReLU6,
-    #: which saturates), chosen by ``convlens evaluate`` on the sample photos (README).
-    default_cam_layer = "_bn1"
+    #: The layer ``cam(layer=None)`` explains, per method, chosen by ``convlens evaluate`` on
+    #: mosaics of the sample photos (README): Grad-CAM at the head's pre-activation (before the
+    #: ReLU6, which saturates); Grad-CAM++ and LayerCAM, which assume non-negative
+    #: activations, at the last block; the other methods at the last spatial layer (_swish#2).
+    default_cam_layer: ClassVar[dict[str | None, str]] = {
+        "gradcam": "_bn1", "gradcam++": "_blocks.15", "layercam": "_blocks.15",
+    }
 
     def __init__(
         self,
