@@ -147,6 +147,34 @@ def _views(cl: Any, small_path: str) -> dict[str, Callable[[dict[str, Any]], Non
         )
         out["report/image_count"] = np.array(html.count("<img"))
 
+    def explorer(out: dict[str, Any]) -> None:
+        import io
+
+        import httpx
+        from PIL import Image
+
+        from convlens.web import BackgroundServer
+
+        png = io.BytesIO()
+        Image.fromarray(image.round().astype(np.uint8)).save(png, format="PNG")
+        with BackgroundServer(model) as server, httpx.Client(
+            base_url=server.url, timeout=300
+        ) as client:
+            upload = client.post("/api/images", files={"file": ("small.png", png.getvalue())})
+            url = f"/api/images/{upload.json()['id']}"
+            answer = client.get(f"{url}/predictions", params={"top": 3}).json()
+            grid = client.get(f"{url}/activations/c2.png")
+            cam = client.get(f"{url}/cam", params={"method": "gradcam", "target": 1})
+            job = client.post(f"{url}/cam", json={"method": "scorecam", "target": 1}).json()
+            while job["status"] in ("queued", "running"):
+                time.sleep(0.05)
+                job = client.get(f"/api/jobs/{job['id']}").json()
+        out["explorer/statuses"] = np.array([upload.status_code, grid.status_code, cam.status_code])
+        out["explorer/scorecam_job"] = np.array(job["status"])
+        out["explorer/probabilities"] = np.array(
+            sorted(p["probability"] for p in answer["predictions"])
+        )
+
     def subclassed(out: dict[str, Any]) -> None:
         with_layers, ops_only = subclassed_models()
         tapped = cl.load_model(with_layers, input_size=(SMALL_SIZE, SMALL_SIZE))
@@ -163,7 +191,7 @@ def _views(cl: Any, small_path: str) -> dict[str, Callable[[dict[str, Any]], Non
 
     views: dict[str, Callable[[dict[str, Any]], None]] = {
         "predictions": predictions, "activations": activations, "metrics": metrics,
-        "sanity": sanity, "report": report, "subclassed": subclassed,
+        "sanity": sanity, "report": report, "explorer": explorer, "subclassed": subclassed,
     }
     views.update({f"cam/{m}": cam(m) for m in METHODS})
     views.update({f"filters/{r}": filters(r) for r in FILTERS})

@@ -23,7 +23,8 @@ from .keras_views import FILTERS, METHODS
 
 BACKENDS = ("tensorflow", "jax")
 VIEWS = ("predictions", "activations", *(f"cam/{m}" for m in METHODS),
-         *(f"filters/{r}" for r in FILTERS), "metrics", "sanity", "report", "subclassed")
+         *(f"filters/{r}" for r in FILTERS), "metrics", "sanity", "report", "explorer",
+         "subclassed")
 HERE = Path(__file__).parent
 
 
