@@ -74,11 +74,12 @@ def _mosaic_rows(ev: Evaluation) -> str:
         return "<p>No mosaic: too few confidently classified images of distinct classes.</p>"
     header = "".join(f"<th>{html.escape(name)}</th>" for name in ev.mosaic_targets)
     lines = [f"<table class='mosaics'><tr><th>map</th>{header}</tr>"]
+    step = max(1, ev.mosaic.shape[0] // 160)  # thumbnails: a page stays a few MB
+    mosaic = ev.mosaic[::step, ::step]
     for (method, layer), maps in ev.mosaic_maps.items():
-        cells = "".join(
-            f"<td><img src='{data_uri(jpeg_bytes(overlay(ev.mosaic, m.astype(np.float32))))}' "
-            f"width='160'></td>" for m in maps
-        )
+        pictures = [jpeg_bytes(overlay(mosaic, m[::step, ::step].astype(np.float32)))
+                    for m in maps]
+        cells = "".join(f"<td><img src='{data_uri(p)}' width='160'></td>" for p in pictures)
         label = f"{method}" + (f" @ {layer}" if layer else " (baseline)")
         lines.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
     lines.append("</table>")
