@@ -184,7 +184,8 @@ def test_keras_models_that_do_not_take_one_image():
     a, b = keras.Input((8, 8, 3)), keras.Input((4,))
     two = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()(
         [keras.layers.GlobalAveragePooling2D()(a), b])))
-    with pytest.raises(ModelError, match=r"takes 2 inputs \(\(None, 8, 8, 3\), \(None, 4\)\)"):
+    shapes = r"takes 2 inputs \(\S+ \(None, 8, 8, 3\), \S+ \(None, 4\)\)"
+    with pytest.raises(ModelError, match=shapes):
         cl.load_model(two)
     tokens = keras.Input((12,), dtype="int32")
     text = keras.Model(tokens, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(

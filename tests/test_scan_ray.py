@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-import torch
 
 import convlens as cl
 from convlens.scan import ScanResult, scan
 
-from .conftest import tiny_convnet
+from .conftest import save_exported, tiny_convnet
 from .test_scan import write_folder
 
 STATS = ["layer", "channel", "images", "firing_rate", "mean", "std", "max", "dead"]
@@ -49,8 +48,7 @@ def test_ray_engine_equals_local(ray_cluster, tmp_path):
     model = cl.load_model(net, input_size=(32, 32), preprocess="unit", name="tiny")
     local = scan(model, root, tmp_path / "local", top_k=4, shard_size=16, batch_size=8)
 
-    model_path = tmp_path / "tiny.pt"
-    torch.save(net, model_path)
+    model_path = save_exported(net, tmp_path / "tiny.pt2")
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo)])}
     code = "import sys; from convlens.cli import main; sys.exit(main(sys.argv[1:]))"

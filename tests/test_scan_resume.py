@@ -38,7 +38,8 @@ def _cli(root: Path, model: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-c", code, "scan", str(root), "--model", str(model), "--input-size", "32",
         "--preprocess", "unit", "--out", str(out), "--shard-size", str(SHARD),
-        "--batch-size", str(SHARD), "--top-k", "3", "--no-cam", "--quiet", *extra,
+        "--batch-size", str(SHARD), "--top-k", "3", "--no-cam", "--quiet",
+        "--trust-model-file", *extra,  # SlowNet is pickled: the test's own file
     ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from functools import cache
@@ -14,6 +13,7 @@ import torch
 from ..errors import ModelError
 from .base import Images, LayerCapture, Model, Prediction
 from .files import ExportedModule, read_model_file
+from .inputs import not_one_image
 from .keras import KerasModel
 from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
 from .pytorch import _KINDS as _TORCH_KINDS
@@ -134,14 +134,6 @@ def _torch_model(network: torch.nn.Module, options: dict[str, Any]) -> TorchMode
 def _keras_model(network: Any, options: dict[str, Any]) -> KerasModel:
     _check_options("keras", options)
     options, selector = _split_output(options)
-    inputs = getattr(network, "inputs", None) or []
-    if len(inputs) > 1:
-        names = ", ".join(getattr(t, "name", "?") for t in inputs)
-        raise ModelError(
-            f"this Keras model takes {len(inputs)} inputs ({names}); convlens feeds one image, "
-            "so no view (layers, activations, cam, filters) can run it as it is: build a "
-            "keras.Model of the image input alone (the other inputs fixed) and pass that"
-        )
     if selector is not None:
         raise ModelError(
             f"output={selector!r} selects among a torch module's outputs; for a Keras model, "
@@ -171,24 +163,11 @@ def _with_options(model: Model, options: dict[str, Any]) -> Model:
 
 # -- what the network takes and returns --------------------------------------------------------
 def _check_one_input(network: torch.nn.Module) -> None:
-    """Raise if ``network.forward`` needs more than one argument: convlens feeds one image."""
-    if isinstance(network, ExportedModule):
-        required = [f"input {n}" for n in range(network.input_count)]
-    else:
-        try:
-            signature = inspect.signature(network.forward)
-        except (TypeError, ValueError):
-            return
-        required = [
-            p.name for p in signature.parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    if len(required) > 1:
-        raise ModelError(
-            f"{type(network).__name__}.forward takes {len(required)} inputs "
-            f"({', '.join(required)}); convlens feeds one image, so no view (layers, "
-            "activations, cam, filters) can run it as it is: wrap it in an nn.Module whose "
-            f"forward({required[0]}) supplies the others, and pass that"
+    """Raise if an exported program takes more than one input (TorchModel checks modules)."""
+    if isinstance(network, ExportedModule) and network.input_count > 1:
+        raise not_one_image(
+            type(network).__name__, f"{network.input_count} inputs",
+            "export a program whose only input is the image (the other inputs fixed)",
         )
 
 

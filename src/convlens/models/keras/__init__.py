@@ -150,7 +150,9 @@ class KerasModel(Model):
         except (AttributeError, ValueError):
             return None
         if isinstance(shape, list) and len(shape) > 1:
-            shapes = ", ".join(str(tuple(s)) for s in shape)
+            shapes = ", ".join(
+                f"{getattr(t, 'name', '?')} {tuple(s)}" for t, s in zip(network.inputs, shape)
+            )
             raise not_one_image(
                 name, f"{len(shape)} inputs ({shapes})",
                 "build a keras.Model whose only input is the image (the other inputs fixed)",
