@@ -99,6 +99,20 @@ def _connect(address: str | None) -> bool:
     return True
 
 
+def _check_picklable(scanner: Scanner) -> None:
+    """The actors get the model by pickling: say so before any work if it cannot be."""
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(scanner)
+    except Exception as err:
+        raise ScanError(
+            f"--engine ray sends the model to its actors by pickling, and this one cannot be "
+            f"pickled ({type(err).__name__}); use --engine local, or a torch module loaded from "
+            "Python (or a trusted pickled .pt file)"
+        ) from None
+
+
 def ray_shards(
     plan: Plan, todo: list[int], advance: Callable[[int], None], address: str | None
 ) -> Iterator[tuple[int, Partial]]:
@@ -109,6 +123,7 @@ def ray_shards(
     assert isinstance(source, FileSource)
     if not todo:
         return
+    _check_picklable(plan.scanner)
     started = _connect(address)
     try:
         context = ray.data.DataContext.get_current()
