@@ -13,8 +13,12 @@ if TYPE_CHECKING:
 __all__ = ["filter_grid"]
 
 
+#: Filters per row of a gallery, as in the book.
+FILTERS_PER_ROW = 8
+
+
 def filter_grid(
-    result: FilterResult | np.ndarray, per_row: int = 8, margin: int = 5
+    result: FilterResult | np.ndarray, per_row: int = FILTERS_PER_ROW, margin: int = 5
 ) -> np.ndarray:
     """(K, h, w, 3) images (or a FilterResult) → one uint8 image, ``per_row`` per row.
 

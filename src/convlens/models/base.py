@@ -287,7 +287,11 @@ class Model(ViewMethods, ABC):
 
     def probabilities(self, images: Images) -> torch.Tensor:
         """Class probabilities (N, classes); a sigmoid model gives (N, 2): [1 - p, p]."""
-        out = self.logits(images).float()
+        return self.output_probabilities(self.logits(images))
+
+    def output_probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        """The network's output (as ``forward`` returns it) → class probabilities (N, classes)."""
+        out = out.float()
         if out.ndim != 2:
             raise ModelError(
                 f"{self.name} returns shape {tuple(out.shape)}; predictions need (N, classes)"

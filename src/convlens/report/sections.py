@@ -15,16 +15,13 @@ import torch
 from ..activations import activation_grid, empty_channels
 from ..activations.grid import IMAGES_PER_ROW
 from ..cam import METHODS, method_class
+from ..filters.grid import FILTERS_PER_ROW
 from ..models import LayerInfo, Model
 from ..progress import Advance
 from ..render import grid_png, jpeg_bytes, photo_bytes, to_png_bytes
 
 if TYPE_CHECKING:
     from .builder import ReportOptions
-
-#: Activation grids put this many channels in a row (the book's ``images_per_row``).
-#: Filter galleries put this many filters in a row.
-FILTERS_PER_ROW = 8
 
 
 def model_facts(model: Model) -> dict[str, Any]:

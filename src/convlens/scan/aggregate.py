@@ -187,17 +187,6 @@ def _from_logits(model: Model, logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1)
 
 
-def probabilities(model: Model, out: torch.Tensor) -> torch.Tensor:
-    """The model's raw output → class probabilities (N, classes), as ``Model.probabilities``."""
-    out = out.float()
-    if model.output == "sigmoid":
-        p = out[:, :1] if out.shape[1] == 1 else out
-        return torch.cat([1 - p, p], dim=1)
-    if model.output == "probabilities":
-        return out
-    return out.softmax(dim=1)
-
-
 class Scanner:
     """The per-batch function of a scan: ``batch(pixels, ids, labels) → Partial``.
 
@@ -258,7 +247,7 @@ class Scanner:
             with model.capture(self.layers) as cap:
                 out = cap.run(model.prepare(pixels))
                 outputs = dict(cap.outputs)
-            probs = probabilities(model, out)
+            probs = model.output_probabilities(out)
         score, prediction = probs.max(dim=1)
         classes, rows = np.unique(labels, return_inverse=True)
         known = classes >= 0

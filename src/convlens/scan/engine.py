@@ -80,10 +80,8 @@ def _spatial_layers(model: Model, layers: Any) -> list[LayerInfo]:
 
 def _class_count(model: Model, source: FileSource | BatchSource) -> int:
     pixels = torch.zeros(1, *model.input_size, 3, device=model.device, dtype=model.dtype)
-    from .aggregate import probabilities
-
     with torch.no_grad():
-        outputs = probabilities(model, model.forward(model.prepare(pixels))).shape[1]
+        outputs = model.output_probabilities(model.forward(model.prepare(pixels))).shape[1]
     if isinstance(source, FileSource):
         labels = [item.label for item in source.items if item.label >= 0]
         names = len(source.class_names or [])

@@ -23,13 +23,10 @@ __all__ = ["ModelSlot"]
 
 T = TypeVar("T")
 
-#: Activation grids put this many channels in a row (the book's ``images_per_row``).
 #: A single channel is enlarged to at least this many pixels on its longer side.
 CHANNEL_SIDE = 256
 #: Channels per call of a filter gallery (bounds the memory of one ascent).
 FILTER_CHUNK = 8
-#: Filters per row of a gallery.
-FILTERS_PER_ROW = 8
 
 
 class ModelSlot:
@@ -168,7 +165,7 @@ class ModelSlot:
         self, layer: str, recipe: str, channels: list[int], steps: int | None, progress: Advance,
     ) -> tuple[dict[str, Any], bytes]:
         """A layer's filters (on ``heavy()``, in chunks): their facts and the gallery PNG."""
-        from ..filters import filter_grid
+        from ..filters.grid import FILTERS_PER_ROW, filter_grid
 
         model, lock = self.heavy()
         parts = []
