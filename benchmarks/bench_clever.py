@@ -1,9 +1,14 @@
 """Issue 10's clever parts, each measured on and off in one run (keep where the gain is >= 5 %).
 
-- sparse one-hot backward through a linear head (``_linear_head`` / ``one_hot_gradient``):
-  Grad-CAM with it vs with the dense ``score.sum()`` backward, batch 1 and 8;
-- cached separable upsampling matrices (``upsample``) vs ``F.interpolate``: the whole Grad-CAM
-  call, batch 1 and 8, and the upsampling alone (8 maps to 224x224);
+Removed after this benchmark (quiet machine, load 0.4, 2026-12-02; gain of a whole Grad-CAM call
+on ResNet-50 / EfficientNet-Lite0 at batch 1 and 8):
+
+- sparse one-hot backward through a linear head: +0.9 %, -2.2 % / +1.4 %, -0.9 %;
+- cached separable upsampling matrices instead of ``F.interpolate``: +0.7 %, -0.4 % / +0.9 %,
+  +1.0 % (the upsampling alone was 3.3x faster, but it is under 1 % of the call).
+
+Still measured:
+
 - glibc malloc tuning (``runtime.tune_allocator``, process-wide): Grad-CAM in a worker process
   with it vs one without (bench_peers' workers, driven in turn), batch 1, 8 and 32;
 - the batch autotuner (``BatchSizer``) vs fixed batch sizes: Score-CAM on one image, top 128
@@ -16,13 +21,10 @@ ResNet-50 (random weights) and the default model, as bench_cam. Run:
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 import convlens as cl
 
@@ -32,37 +34,6 @@ from .timing import interleaved_times, setting
 
 KEEP = 0.05  # the gain a part must show to stay
 TOP_K = 128  # Score-CAM channels per call (the tuner explores a quarter of them)
-#: where the parts live (the core is being reorganised: patch them wherever they are)
-MODULES = ("convlens.gradients", "convlens.cam.maps", "convlens.cam.core",
-           "convlens.cam.methods.scorecam")
-
-
-@contextlib.contextmanager
-def patched(name: str, value: object) -> Iterator[None]:
-    """``name`` replaced by ``value`` in every module of MODULES that has it."""
-    saved = []
-    for module_name in MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            saved.append((module, getattr(module, name)))
-            setattr(module, name, value)
-    if not saved:
-        raise RuntimeError(f"{name} not found in {', '.join(MODULES)}")
-    try:
-        yield
-    finally:
-        for module, original in saved:
-            setattr(module, name, original)
-
-
-def interpolate(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The plain alternative to the cached matrices."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def add(rows: list[tuple[str, str, str, float]], row: tuple[str, str, str, float]) -> None:
@@ -74,30 +45,6 @@ def add(rows: list[tuple[str, str, str, float]], row: tuple[str, str, str, float
 def paired_gain(on: Callable[[], object], off: Callable[[], object], rounds: int) -> float:
     times = interleaved_times({"on": on, "off": off}, rounds, warmup=1)
     return statistics.median(f / n for n, f in zip(times["on"], times["off"])) - 1
-
-
-def switched(name: str, value: object, call: Callable[[], object]) -> Callable[[], object]:
-    def run() -> object:
-        with patched(name, value):
-            return call()
-    return run
-
-
-def gradient_parts(model: cl.Model, rows: list[tuple[str, str, str, float]]) -> None:
-    from convlens.cam.maps import upsample
-
-    for batch in (1, 8):
-        pixels = torch.from_numpy(_images(batch))
-        call = lambda p=pixels: model.cam(p)  # noqa: E731
-        rounds = 15 if batch == 1 else 9
-        add(rows, (model.name, "sparse one-hot head backward", f"Grad-CAM b{batch}",
-                     paired_gain(call, switched("_linear_head", lambda out: False, call), rounds)))
-        add(rows, (model.name, "cached upsampling matrices", f"Grad-CAM b{batch}",
-                     paired_gain(call, switched("upsample", interpolate, call), rounds)))
-    maps = torch.rand(8, 7, 7)
-    add(rows, (model.name, "cached upsampling matrices", "upsample alone, 8 maps",
-                 paired_gain(lambda: upsample(maps, (224, 224)),
-                             lambda: interpolate(maps, (224, 224)), 51)))
 
 
 def score_cam_batches(model: cl.Model, rows: list[tuple[str, str, str, float]]) -> None:
@@ -142,8 +89,6 @@ def main() -> None:
     print(f"\ngain = time without / time with - 1 (median of paired rounds); keep at >= {KEEP:.0%}")
     print(f"{'model':<20}{'part':<37}{'measured on':<40}{'gain':>7}", flush=True)
     models = [resnet50_model(), cl.load_model()]
-    for model in models:
-        gradient_parts(model, rows)
     malloc_tuning(rows)
     for model in models:
         score_cam_batches(model, rows)

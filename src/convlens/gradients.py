@@ -3,8 +3,7 @@
 One forward pass through ``Model.capture`` with ``grad_from``: the part of the network before the
 first target layer runs without autograd and that layer's output becomes the graph's leaf, so
 ``torch.autograd.grad(score, leaf)`` costs about the rest of the forward pass, and no weight
-gradient is ever computed. A class score of a linear head is back-propagated as a sparse one-hot
-gradient (only the class's weight row is read).
+gradient is ever computed.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .targets import TargetPlan, as_logits, one_hot_gradient, resolve_targets, score_rows
+from .targets import TargetPlan, as_logits, resolve_targets, score_rows
 
 if TYPE_CHECKING:
     from .models import LayerInfo, Model
@@ -28,32 +27,6 @@ def repeat_rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
 
 
 Tensors = dict[str, torch.Tensor]
-
-#: autograd nodes of a matrix product: their backward takes a sparse output gradient
-_MATMUL = frozenset({"AddmmBackward0", "MmBackward0"})
-_SPARSE_DTYPES = (torch.float32, torch.float64)
-_SPARSE_DEVICES = ("cpu", "cuda")
-
-
-def _linear_head(out: torch.Tensor) -> bool:
-    """Whether ``out`` comes straight from a linear layer (``x W (+ b)``).
-
-    Its backward multiplies the output gradient by W, so a one-hot gradient passed as a sparse
-    tensor reads only the target rows of W (a 1000-class head: 5 MB less to read per call).
-    Only for float32/64 on CPU and CUDA, where sparse-dense products exist.
-    """
-    node = out.grad_fn
-    if node is None or out.dtype not in _SPARSE_DTYPES or out.device.type not in _SPARSE_DEVICES:
-        return False
-    if node.name() in _MATMUL:
-        return True
-    if node.name() != "AddBackward0":  # Keras's Dense: matmul, then + bias
-        return False
-    parents = [parent.name() for parent, _ in node.next_functions if parent is not None]
-    return any(p in _MATMUL for p in parents) and all(
-        p in _MATMUL or p.endswith("AccumulateGrad") for p in parents
-    )
-
 
 def layer_gradients(
     model: Model, net_input: torch.Tensor, infos: Sequence[LayerInfo], target: Any
@@ -83,20 +56,13 @@ def layer_gradients(
             leaves = {n: t for n, t in cap.outputs.items() if t.requires_grad}
             names = list(leaves)
             inputs = [leaves[n] for n in names]
-            linear = _linear_head(out)
             rounds: list[list[torch.Tensor]] = []
             round_scores = []
             for r in range(plan.k):
-                targets = plan.round(r)
-                one_hot = one_hot_gradient(targets, out) if linear else None
-                score = score_rows(targets, out.detach() if one_hot is not None else out)
+                score = score_rows(plan.round(r), out)
                 round_scores.append(score.detach().float())
                 keep = r < plan.k - 1
-                if one_hot is not None:
-                    found = torch.autograd.grad(
-                        out, inputs, grad_outputs=one_hot, retain_graph=keep, allow_unused=True
-                    )
-                elif score.requires_grad:
+                if score.requires_grad:
                     found = torch.autograd.grad(
                         score.sum(), inputs, retain_graph=keep, allow_unused=True
                     )

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClassTarget", "SigmoidTarget", "Target", "TargetLike", "TargetPlan", "as_logits",
-    "one_hot_gradient", "resolve_targets", "row_probabilities", "target_probabilities",
+    "resolve_targets", "row_probabilities", "target_probabilities",
 ]
 
 
@@ -283,29 +283,6 @@ def row_probabilities(plan: TargetPlan, logits: torch.Tensor) -> torch.Tensor:
     """(R,) float32: each result row's target probability on its image's logits."""
     rows = plan.rows
     return target_probabilities([t for _, t in rows], logits[[i for i, _ in rows]])
-
-
-def one_hot_gradient(targets: Sequence[Target], outputs: torch.Tensor) -> torch.Tensor | None:
-    """``d(sum_i score_i) / d outputs`` as a sparse (N, classes) tensor, or None.
-
-    Defined when each row's score is one output: a class logit, or a binary model's logit or its
-    negation. A linear head's backward then reads only the target rows of its weight matrix.
-    """
-    columns, signs = [], []
-    for t in targets:
-        if type(t) is ClassTarget:
-            columns.append(t.index)
-            signs.append(1.0)
-        elif type(t) is SigmoidTarget:
-            columns.append(0)
-            signs.append(1.0 if t.positive else -1.0)
-        else:
-            return None
-    indices = torch.tensor([list(range(len(targets))), columns], device=outputs.device)
-    values = torch.tensor(signs, dtype=outputs.dtype, device=outputs.device)
-    return torch.sparse_coo_tensor(
-        indices, values, tuple(outputs.shape), check_invariants=False, is_coalesced=True
-    )
 
 
 def score_rows(targets: Sequence[Target], outputs: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -17,27 +16,11 @@ def _max_normalize(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return maps.div_(peak.clamp_min(torch.finfo(maps.dtype).tiny)), peak[:, 0, 0]
 
 
-@lru_cache(maxsize=64)
-def _interpolation_matrix(
-    n_in: int, n_out: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """(n_out, n_in): 1-D linear interpolation as ``F.interpolate`` (align_corners=False) does."""
-    eye = torch.eye(n_in, device=device, dtype=dtype)[None]
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
-
-
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(R, h, w) → (R, H, W), bilinear (align_corners=False), on the maps' device.
-
-    Bilinear interpolation is separable: ``rows @ map @ columns.T`` with the 1-D interpolation
-    matrices of ``F.interpolate`` gives its result (to float rounding), several times faster.
-    """
-    h, w = maps.shape[-2:]
-    if (h, w) == tuple(size):
+    """(R, h, w) → (R, H, W), bilinear (align_corners=False), on the maps' device."""
+    if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    rows = _interpolation_matrix(h, size[0], maps.device, maps.dtype)
-    columns = _interpolation_matrix(w, size[1], maps.device, maps.dtype)
-    return rows @ maps @ columns.T
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def normalize_maps(
