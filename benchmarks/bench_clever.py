@@ -7,6 +7,10 @@ on ResNet-50 / EfficientNet-Lite0 at batch 1 and 8):
 - cached separable upsampling matrices instead of ``F.interpolate``: +0.7 %, -0.4 % / +0.9 %,
   +1.0 % (the upsampling alone was 3.3x faster, but it is under 1 % of the call).
 
+Kept (same run): glibc malloc tuning, +24 % / +68 % on ResNet-50 at b8 / b32 and +14 % / +36 % /
++110 % on EfficientNet-Lite0 at b1 / b8 / b32 (opt-in: it is process-wide); the batch autotuner,
++89 % / +23 % / +23 % over fixed batches of 8 / 32 / 128 for Score-CAM (top 128, ResNet-50).
+
 Still measured:
 
 - glibc malloc tuning (``runtime.tune_allocator``, process-wide): Grad-CAM in a worker process
