@@ -296,10 +296,19 @@ def _read_file(
     interpolation: str = "nearest",
     max_pixels: int | None = None,
 ) -> np.ndarray:
+    found = _file_or_sample(source)
+    if isinstance(found, str):
+        return sample_image(found)
+    with open_image(found, str(found), max_pixels) as img:
+        return _decode(img, size, interpolation)
+
+
+def _file_or_sample(source: str | os.PathLike) -> Path | str:
+    """The existing image file ``source`` names, or the name of the bundled sample it names."""
     text = os.fspath(source)
     name = text.removeprefix("sample:")
     if name in SAMPLES and (text.startswith("sample:") or not os.path.exists(text)):
-        return sample_image(name)
+        return name
     path = Path(text)
     if not path.exists():
         raise ImageError(
@@ -307,25 +316,15 @@ def _read_file(
         )
     if path.is_dir():
         raise ImageError(f"{path} is a folder, not an image file")
-    with open_image(path, str(path), max_pixels) as img:
-        return _decode(img, size, interpolation)
+    return path
 
 
 def check_image_file(source: str | os.PathLike, max_pixels: int | None = None) -> None:
     """Check, from its header only, that an image argument can be read (exists, size, format)."""
-    text = os.fspath(source)
-    name = text.removeprefix("sample:")
-    if name in SAMPLES and (text.startswith("sample:") or not os.path.exists(text)):
-        return
-    path = Path(text)
-    if not path.exists():
-        raise ImageError(
-            f"image file not found: {path} (check the path; bundled samples: {', '.join(SAMPLES)})"
-        )
-    if path.is_dir():
-        raise ImageError(f"{path} is a folder, not an image file")
-    with open_image(path, str(path), max_pixels):
-        pass
+    found = _file_or_sample(source)
+    if isinstance(found, Path):
+        with open_image(found, str(found), max_pixels):
+            pass
 
 
 def load_images(
