@@ -52,6 +52,11 @@ class LayerPartial:
         )
 
 
+def _top(value: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Per column, the rows of the ``k`` best entries: value descending, then image id ascending."""
+    return np.lexsort((ids, -value), axis=0)[:k]
+
+
 def _merge_layer(
     a: LayerPartial, b: LayerPartial, k: int, class_sum: np.ndarray | None = None
 ) -> LayerPartial:
@@ -62,14 +67,27 @@ def _merge_layer(
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.count / n) if n else a.mean
     m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n) if n else a.m2
-    value = np.concatenate([a.top_value, b.top_value])
-    ids = np.concatenate([a.top_id, b.top_id])
-    order = np.lexsort((ids, -value), axis=0)[:k]  # value descending, then image id ascending
-    pick = lambda arr: np.take_along_axis(arr, order, axis=0)  # noqa: E731
+    # only the columns where both sides hold images need sorting (a top-k is sorted, so its
+    # first row says whether it holds any); elsewhere the merged top-k is one side's
+    value, ids = a.top_value.copy(), a.top_id.copy()
+    top_y, top_x = a.top_y.copy(), a.top_x.copy()
+    theirs = b.top_id[0] != NO_IMAGE
+    cols = np.nonzero(theirs & (a.top_id[0] != NO_IMAGE))[0]
+    only = theirs & (a.top_id[0] == NO_IMAGE)
+    for mine, other in ((value, b.top_value), (ids, b.top_id), (top_y, b.top_y),
+                        (top_x, b.top_x)):
+        mine[:, only] = other[:, only]
+    if len(cols):
+        both_value = np.concatenate([a.top_value[:, cols], b.top_value[:, cols]])
+        both_ids = np.concatenate([a.top_id[:, cols], b.top_id[:, cols]])
+        order = _top(both_value, both_ids, k)
+        for mine, x, y in ((value, a.top_value, b.top_value), (ids, a.top_id, b.top_id),
+                           (top_y, a.top_y, b.top_y), (top_x, a.top_x, b.top_x)):
+            both = np.concatenate([x[:, cols], y[:, cols]])
+            mine[:, cols] = np.take_along_axis(both, order, axis=0)
     return LayerPartial(
-        n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), class_sum,
-        pick(value), pick(ids), pick(np.concatenate([a.top_y, b.top_y])),
-        pick(np.concatenate([a.top_x, b.top_x])),
+        n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), class_sum, value, ids, top_y,
+        top_x,
     )
 
 
@@ -211,21 +229,24 @@ class Scanner:
         self.classes = classes
         self.cam = cam
         self.cam_layer = cam_layer
+        #: per layer: the (k, C) values and ids of the best images seen so far, for ``batch``
+        self._best: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getstate__(self) -> dict:  # a copy (e.g. a Ray actor's) starts with nothing seen
+        return {**self.__dict__, "_best": {}}
 
     def empty(self) -> Partial:
         return Partial({
             info.name: LayerPartial.empty(info.channels or 0, self.top_k) for info in self.layers
         })
 
-    def batch(
-        self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray,
-        bar: Partial | None = None,
-    ) -> Partial:
+    def batch(self, pixels: torch.Tensor, ids: np.ndarray, labels: np.ndarray) -> Partial:
         """One forward pass over ``pixels`` (N, H, W, 3, on the model's device) → a Partial.
 
-        ``bar``: the partial this batch will be merged into; top-k candidates that cannot beat
-        its k-th entry are left out (the merge would drop them), so argmax positions are only
-        looked up for maps that enter the top-k.
+        The scanner remembers the top-k of every batch it ran (values and ids): a batch's
+        partial holds only the images that beat it, so most (image, channel) pairs are rejected
+        by one comparison and argmax positions are looked up only for the maps that enter.
+        Merged with the partials of the earlier batches (in any order), the top-k is exact.
 
         With CAMs, the same pass records the layers and starts autograd at the CAM layer: the
         Grad-CAM of the true class (and of the predicted one, for mistakes) costs only the
@@ -254,8 +275,7 @@ class Scanner:
         rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
         layers = {
             info.name: self._layer(
-                outputs[info.name].detach(), ids, rows, int(known.sum()),
-                None if bar is None else bar.layers[info.name],
+                outputs[info.name].detach(), ids, rows, int(known.sum()), info.name
             )
             for info in self.layers
         }
@@ -279,45 +299,61 @@ class Scanner:
 
     def _layer(
         self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int,
-        bar: LayerPartial | None = None,
+        name: str,
     ) -> LayerPartial:
+        k = self.top_k
         tensor = self.model.nchw(tensor)  # a view, whatever the memory layout
-        n, c, _, w = tensor.shape
-        # reductions in the tensor's own memory order (no copy of a channels-last map)
-        smax = tensor.amax(dim=(2, 3)).double().cpu().numpy()
-        smean = tensor.float().mean(dim=(2, 3)).double().cpu().numpy()
+        n, c, h, w = tensor.shape
+        # max and mean from one (N, H*W, C) or (N, C, H*W) view, in the map's own memory order
+        if tensor.is_contiguous() or not tensor.is_contiguous(memory_format=torch.channels_last):
+            flat, axis = tensor.reshape(n, c, h * w), 2
+        else:
+            flat, axis = tensor.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
+        smax, smean = (t.double().cpu().numpy() for t in _max_mean(flat, axis))
         mean = smean.mean(axis=0)
         class_sum = np.zeros((classes, c))
         known = rows >= 0
         np.add.at(class_sum, rows[known], smean[known])
-        value = smax if self.rank == "max" else smean
-        batch_ids = np.broadcast_to(np.asarray(ids, np.int64)[:, None], (n, c))
-        zeros = np.zeros((n, c), np.int32)
-        own = LayerPartial(
+        part = LayerPartial(
             n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
-            class_sum, value, np.ascontiguousarray(batch_ids), zeros, zeros,
+            class_sum, np.full((k, c), -np.inf), np.full((k, c), NO_IMAGE, np.int64),
+            np.zeros((k, c), np.int32), np.zeros((k, c), np.int32),
         )
-        merged = _merge_layer(LayerPartial.empty(c, self.top_k, classes), own, self.top_k)
-        if bar is not None:  # what cannot beat the k-th entry it will merge with: left out
-            last_value, last_id = bar.top_value[-1], bar.top_id[-1]
-            enters = (merged.top_value > last_value) | (
-                (merged.top_value == last_value) & (merged.top_id < last_id)
-            )
-            merged.top_value[~enters] = -np.inf
-            merged.top_id[~enters] = NO_IMAGE
-        # the argmax position, only for the (image, channel) maps that made the top-k
-        kept = merged.top_id != NO_IMAGE
-        rank, channel = np.nonzero(kept)
+        # the top-k: an image enters only if it beats the k-th entry of everything this scanner
+        # has seen (one comparison rejects most); the final merge would drop the others anyway
+        value = smax if self.rank == "max" else smean
         ids = np.asarray(ids, np.int64)
-        order = np.argsort(ids)
-        image = order[np.searchsorted(ids[order], merged.top_id[rank, channel])]
-        if not len(rank):
-            return merged
-        maps = tensor[torch.as_tensor(image), torch.as_tensor(channel)]  # (M, H, W)
-        where = maps.flatten(1).argmax(dim=1).cpu().numpy()  # the first maximum
-        merged.top_y[rank, channel] = where // w
-        merged.top_x[rank, channel] = where % w
-        return merged
+        best_value, best_id = self._best.setdefault(
+            name, (np.full((k, c), -np.inf), np.full((k, c), NO_IMAGE, np.int64))
+        )
+        floor_value, floor_id = best_value[-1], best_id[-1]
+        enters = (value > floor_value) | ((value == floor_value) & (ids[:, None] < floor_id))
+        cols = np.nonzero(enters.any(axis=0))[0]
+        if not len(cols):
+            return part
+        sub = np.where(enters[:, cols], value[:, cols], -np.inf)
+        sub_ids = np.where(enters[:, cols], ids[:, None], NO_IMAGE)
+        order = _top(sub, sub_ids, k)  # (min(k, n), cols): rows of the batch
+        top_value = np.take_along_axis(sub, order, axis=0)
+        top_id = np.take_along_axis(sub_ids, order, axis=0)
+        taken = top_id != NO_IMAGE
+        part.top_value[:len(order), cols] = np.where(taken, top_value, -np.inf)
+        part.top_id[:len(order), cols] = top_id
+        # the argmax position, only for the (image, channel) maps that entered the top-k
+        rank, col = np.nonzero(taken)
+        image, channel = order[rank, col], cols[col]
+        maps = flat[torch.as_tensor(image), :, torch.as_tensor(channel)] if axis == 1 else (
+            flat[torch.as_tensor(image), torch.as_tensor(channel)])  # (M, H*W)
+        where = maps.argmax(dim=1).cpu().numpy()  # the first maximum
+        part.top_y[rank, channel] = where // w
+        part.top_x[rank, channel] = where % w
+        # carry the running top-k (values and ids only) to the next batch
+        both_value = np.concatenate([best_value[:, cols], part.top_value[:, cols]])
+        both_id = np.concatenate([best_id[:, cols], part.top_id[:, cols]])
+        keep = _top(both_value, both_id, k)
+        best_value[:, cols] = np.take_along_axis(both_value, keep, axis=0)
+        best_id[:, cols] = np.take_along_axis(both_id, keep, axis=0)
+        return part
 
     def _cams(
         self, part: Partial, logits: torch.Tensor, leaf: torch.Tensor, size: tuple[int, int]
@@ -361,6 +397,25 @@ class Scanner:
         if kept != size:
             heat = torch.nn.functional.interpolate(heat[:, None], size=kept, mode="area")[:, 0]
         return heat.double().cpu().numpy()
+
+
+#: Spatial max and mean are taken this many elements at a time (2 MB of float32), so the mean
+#: reads what the max just brought into the cache.
+CHUNK = 1 << 19
+
+
+def _max_mean(flat: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The max and the (float32) mean of (N, ...) maps over ``axis``, a few images at a time."""
+    n = flat.shape[0]
+    per = max(1, CHUNK // max(1, flat[0].numel()))
+    if per >= n:
+        return flat.amax(dim=axis), flat.float().mean(dim=axis)
+    maxes, means = [], []
+    for start in range(0, n, per):
+        part = flat[start:start + per]
+        maxes.append(part.amax(dim=axis))
+        means.append(part.float().mean(dim=axis))
+    return torch.cat(maxes), torch.cat(means)
 
 
 #: CAMs are kept at most this many pixels high and wide (a class mean of 1,000 classes stays small)

@@ -3,7 +3,10 @@
 read (rows of id, path, label, shard) → decode (Ray tasks) → ``map_batches`` with an actor pool
 whose actors each hold the model and run :class:`~.aggregate.Scanner` → partial aggregates,
 merged by the driver shard by shard (in image-id order) and committed as the local engine does.
-Actors get fractional CPUs: on a small machine, whole-CPU actors starve the read tasks.
+One actor per node (per GPU with a GPU model) runs the model with the node's cores as torch
+threads: a forward pass uses the cores better than several one-thread actors each holding a
+copy of the model. Actors ask Ray for half a CPU, so the read and decode tasks never starve (on
+2 cores, whole-CPU actors leave them no CPU and the pipeline hangs).
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ def _decode_rows(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[st
 class ScanActor:
     """Holds the model; turns a batch of decoded rows into one packed Partial per shard."""
 
-    def __init__(self, scanner: Scanner):
+    def __init__(self, scanner: Scanner, threads: int | None = None):
         import torch
 
-        torch.set_num_threads(1)
+        if threads:
+            torch.set_num_threads(threads)
         self.scanner = scanner
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -137,15 +141,20 @@ def ray_shards(
         ]
         expected = {s: len(source.items[s * size:(s + 1) * size]) for s in todo}
         gpu = plan.model.device.type == "cuda"
-        slots = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)) or 1
+        if gpu:
+            slots, threads = int(ray.cluster_resources().get("GPU", 1)) or 1, None
+        else:  # one actor per node, its cores as torch threads
+            cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]]
+            cpus = [c for c in cpus if c > 0] or [1]
+            slots, threads = len(cpus), min(cpus)
         dataset = (
             ray.data.from_items(rows)
             .map_batches(_decode_rows, batch_size=plan.batch_size,
                          fn_kwargs={"size": tuple(plan.model.input_size)})
             .map_batches(
-                ScanActor, fn_constructor_args=(plan.scanner,), batch_size=plan.batch_size,
-                compute=ray.data.ActorPoolStrategy(size=slots),
-                **({"num_gpus": 1} if gpu else {"num_cpus": 0.5}),
+                ScanActor, fn_constructor_args=(plan.scanner, threads),
+                batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=slots),
+                **({"num_gpus": 1} if gpu else {"num_cpus": 0.5, "scheduling_strategy": "SPREAD"}),
             )
         )
         waiting: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
