@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from time import perf_counter
 
 from ..report import ReportOptions, build_report
@@ -14,7 +15,7 @@ from .common import (
     non_negative_int,
     positive_int,
 )
-from .output import Staged
+from .output import Staged, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--filter-layers", type=non_negative_int, default=4,
                         help="evenly spaced conv layers to draw filters of (4)")
-    parser.add_argument("--filter-channels", type=positive_int, default=16,
-                        help="filters per layer (16)")
+    parser.add_argument("--filter-channels", type=non_negative_int, default=16,
+                        help="filters per layer (16; with --scan: of its most firing channels; "
+                        "0: none)")
     parser.add_argument("--filter-steps", type=positive_int, default=None,
                         help="optimization steps (default: the recipe's)")
     parser.add_argument("--filter-size", type=positive_int, default=None,
@@ -54,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="activation layers: names, globs or kinds (default: conv + pool)")
     parser.add_argument("--top", type=positive_int, default=5, help="predictions per image (5)")
     parser.add_argument("--scan", default=None, metavar="DIR",
-                        help="instead: the channel atlas of a `convlens scan` folder")
-    parser.set_defaults(func=run)
+                        help="instead: the channel atlas of a `convlens scan` folder (its model: "
+                        "--model, or the model file the scan recorded)")
+    parser.set_defaults(func=run, model=None)  # None: the default model (report) or the scan's
 
 
 def options_from_args(args: argparse.Namespace) -> ReportOptions:
@@ -67,7 +70,8 @@ def options_from_args(args: argparse.Namespace) -> ReportOptions:
         metric_steps=args.metric_steps,
         activation_layers=args.layers,
         activation_images=args.activations,
-        filter_recipe=None if args.filters == "none" else args.filters,
+        filter_recipe=None if args.filters == "none" or not args.filter_channels
+        else args.filters,
         filter_layers=args.filter_layers,
         filter_channels=args.filter_channels,
         filter_steps=args.filter_steps,
@@ -82,11 +86,7 @@ def run(args: argparse.Namespace) -> int:
     start = perf_counter()
     folder = check_output_path(args.out, "--out", folder=True)
     if args.scan:
-        from ..report.atlas import build_atlas
-
-        path = build_atlas(args.scan, folder)
-        print(f"atlas: {path} ({perf_counter() - start:.0f} s)\nopen:  {path.resolve().as_uri()}")
-        return 0
+        return _atlas(args, folder, start)
     options = options_from_args(args)
     cam_methods(options.cam_methods)  # unknown names fail now, not after the predictions
     check_images(args.images)
@@ -100,4 +100,35 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f"facts:  {folder / 'report.json'}")
     print(f"open:   {path.resolve().as_uri()}")
+    return 0
+
+
+def _atlas(args: argparse.Namespace, folder: Path, start: float) -> int:
+    """``report --scan DIR``: every argument checked, then the model, then the pages."""
+    from ..report.atlas import build_atlas, scan_model
+    from ..scan import ScanResult
+
+    if args.images:
+        raise UsageError("IMAGE arguments do not go with --scan (the atlas shows the scan's "
+                         "images); leave them out")
+    result = ScanResult(args.scan)  # not a finished scan folder: one line, nothing written
+    if folder.resolve() == result.folder.resolve():
+        raise UsageError("--out must not be the --scan folder; give a folder for the atlas")
+    count = 0 if args.filters == "none" else args.filter_channels
+    given = model_from_args(args) if args.model else None
+    model, note = scan_model(result, given, trust=args.trust_model_file) if count else (None, "")
+    if not count:
+        note = "no filter pictures (--filter-channels 0)"
+    with Staged(folder, {"index.html": 1}) as out:
+        build_atlas(
+            result, out.folder, model=model, model_note=note, filter_channels=count,
+            recipe="chollet" if args.filters == "none" else args.filters,
+            filter_steps=args.filter_steps, filter_size=args.filter_size,
+            progress=not args.quiet,
+        )
+    path = folder / "index.html"
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+    print(f"atlas: {path} ({size:.2f} MB, {perf_counter() - start:.0f} s)"
+          + (f"\n{note}" if note and model is None else ""))
+    print(f"open:  {path.resolve().as_uri()}")
     return 0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
+from typing import Any
 
-from ..scan import ENGINES, RANKS, ScanError, execute, plan_scan
-from .common import add_model_option, model_from_args
+from ..models import BUILTIN_MODELS
+from ..scan import ENGINES, RANKS, ScanError, check_out, execute, open_source, plan_scan
+from .common import add_model_option, check_output_path, model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,13 +56,23 @@ def _check(args: argparse.Namespace) -> None:
         raise ScanError("--ray-address goes with --engine ray")
 
 
+def model_source(args: argparse.Namespace) -> dict[str, Any]:
+    """How to load ``--model`` again (recorded in the manifest, for the atlas's filters)."""
+    path = args.model if args.model in BUILTIN_MODELS else str(Path(args.model).resolve())
+    size = (args.input_size * 2)[:2] if args.input_size else None
+    return {"path": path, "preprocess": args.preprocess, "input_size": size}
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    check_output_path(args.out, "--out", folder=True)
+    check_out(args.out, args.resume)
+    open_source(args.source, labels=args.labels)  # a bad source is said before the model loads
     model = model_from_args(args)
     plan = plan_scan(
         model, args.source, args.out, layers=args.layers, top_k=args.top_k, rank=args.rank,
         labels=args.labels, cam=not args.no_cam, resume=args.resume, batch_size=args.batch_size,
-        shard_size=args.shard_size, workers=args.workers,
+        shard_size=args.shard_size, workers=args.workers, model_source=model_source(args),
     )
     result = execute(plan, engine=args.engine, ray_address=args.ray_address,
                      progress=not args.quiet)

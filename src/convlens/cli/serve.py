@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConvlensError
 from ..models import DEFAULT_MODEL
-from .common import add_model_option, model_from_args
+from .common import UsageError, add_model_option, model_from_args
 
 
 def _port(text: str) -> int:
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "name with --host 0.0.0.0); repeatable; '*' accepts any")
     parser.add_argument("--max-upload-mb", type=float, default=10.0,
                         help="largest accepted upload, in MB (10)")
+    parser.add_argument("--scan", default=None, metavar="DIR",
+                        help="also browse this `convlens scan` folder's channel atlas (/scan/); "
+                        "its model (--model, or the file the scan recorded) draws its filters")
     parser.set_defaults(func=run)
 
 
@@ -48,14 +52,43 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if not 0 < args.max_upload_mb < 2**20:
         raise ConvlensError(f"--max-upload-mb is a size in MB above 0, not {args.max_upload_mb}")
+    result = None
+    if args.scan:
+        from ..scan import ScanResult
+
+        result = ScanResult(args.scan)  # not a finished scan folder: one line, no server
+        if args.model and len(args.model) > 1:
+            raise UsageError("with --scan, give one --model: the scan's (it draws the filters)")
     sock = bind(args.host, args.port)  # a port in use is said now, before the models load
     try:
         models: dict = {}
-        for source in args.model or [DEFAULT_MODEL]:
-            models[_label(source, models)] = model_from_args(args, source)
+        options: dict = {}
+        if result is not None:
+            options = _scan_options(args, result, models)
+        else:
+            for source in args.model or [DEFAULT_MODEL]:
+                models[_label(source, models)] = model_from_args(args, source)
+        page = "scan/" if result is not None else ""
         serve(models, host=args.host, sock=sock, allowed_hosts=args.allowed_host,
-              max_upload_bytes=int(args.max_upload_mb * 2**20),
-              ready=lambda url: print(f"convlens explorer: {url}  (Ctrl+C to stop)", flush=True))
+              max_upload_bytes=int(args.max_upload_mb * 2**20), **options,
+              ready=lambda url: print(f"convlens explorer: {url}{page}  (Ctrl+C to stop)",
+                                      flush=True))
     finally:
         sock.close()
     return 0
+
+
+def _scan_options(args: argparse.Namespace, result: Any, models: dict) -> dict[str, Any]:
+    """The scan's model (given, or the file the scan recorded) into ``models``; the options of
+    ``serve`` for the scan."""
+    from ..report.atlas import scan_model
+
+    given = model_from_args(args, args.model[0]) if args.model else None
+    model, note = scan_model(result, given, trust=args.trust_model_file)
+    name = None
+    if model is not None:
+        name = _label(args.model[0] if args.model else model.name, models)
+        models[name] = model
+    if note:
+        print(f"convlens explorer: {note}", flush=True)
+    return {"scan": result, "scan_model": name, "scan_note": note}

@@ -13,14 +13,17 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..models import register_view
-from .engine import ENGINES, RANKS, execute, plan_scan
+from .engine import ENGINES, RANKS, check_out, execute, plan_scan
 from .result import ScanResult
 from .sources import ScanError, open_source
 
 if TYPE_CHECKING:
     from ..models import Model
 
-__all__ = ["ENGINES", "RANKS", "ScanError", "ScanResult", "open_source", "scan"]
+__all__ = [
+    "ENGINES", "RANKS", "ScanError", "ScanResult", "check_out", "execute", "open_source",
+    "plan_scan", "scan",
+]
 
 
 @register_view("scan")
@@ -41,6 +44,7 @@ def scan(
     shard_size: int = 1024,
     workers: int = 4,
     progress: bool = False,
+    model_source: dict[str, Any] | None = None,
 ) -> ScanResult:
     """Scan a data set: per-channel statistics, top-k images, per-class CAMs, mistakes.
 
@@ -58,9 +62,12 @@ def scan(
         resume: continue the scan already in ``out`` (same model, data and parameters).
         engine: ``"local"`` (threads decode while the model runs) or ``"ray"`` (Ray Data).
         shard_size: images per committed shard (the unit of ``resume``).
+        model_source: how to load the model again, for the atlas's filter pictures
+            (``{"path": "my_convnet.keras", "preprocess": None, "input_size": None}``).
     """
     plan = plan_scan(
         model, source, out, layers=layers, top_k=top_k, rank=rank, labels=labels, cam=cam,
         resume=resume, batch_size=batch_size, shard_size=shard_size, workers=workers,
+        model_source=model_source,
     )
     return execute(plan, engine=engine, ray_address=ray_address, progress=progress)

@@ -5,7 +5,9 @@ them from scratch (``tools/train_digits.py``; its weights ship with convlens, 14
 >>> root = write_digits("digits/")               # digits/0/..., digits/9/: 360 PNGs, ImageFolder
 >>> result = cl.scan(model, root)
 
-``python -m convlens.scan.demo OUT`` writes the images to OUT/digits and scans them into OUT/scan.
+``python -m convlens.scan.demo OUT`` writes the images to OUT/digits and the model to
+OUT/digits_convnet.pt (a pickled module: ``--trust-model-file``), and scans them into
+OUT/scan; ``convlens report --scan OUT/scan --trust-model-file`` draws its filters.
 """
 
 from __future__ import annotations
@@ -76,12 +78,30 @@ def write_digits(root: str | Path, count: int = VALIDATION) -> Path:
     return root
 
 
+def save_digits_model(path: str | Path) -> Path:
+    """The trained digits convnet saved as a whole torch module (``torch.save``): loading it
+    runs code from the file, so it loads only when trusted (``--trust-model-file``); it is
+    this demo's own file."""
+    path = Path(path)
+    net = digits_network()
+    net.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.eval(), path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ..models import load_model
     from . import scan
 
     out = Path((argv or sys.argv[1:] or ["out/digits-demo"])[0])
     root = write_digits(out / "digits")
-    result = scan(digits_model(), root, out / "scan", resume=True, progress=True)
+    # scanned from a model file, which the manifest records: the atlas draws its filters
+    source = {"path": str(save_digits_model(out / "digits_convnet.pt").resolve()),
+              "preprocess": "unit", "input_size": [SIZE, SIZE]}
+    model = load_model(source["path"], trust=True, preprocess="unit", input_size=(SIZE, SIZE),
+                       class_names=CLASSES)
+    result = scan(model, root, out / "scan", resume=True, progress=True, model_source=source)
     print(f"{result!r}; accuracy {result.accuracy:.1%}")
     return 0
 

@@ -89,13 +89,35 @@ def _class_count(model: Model, source: FileSource | BatchSource) -> int:
     return max(outputs, len(source.class_names or []))
 
 
+def check_out(out: str | os.PathLike, resume: bool) -> Path:
+    """The scan folder ``out``: new, empty, or (``resume``) a scan to continue; else ScanError."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ScanError(f"--out {folder} is a file; give a folder")
+    if resume:
+        return folder
+    if (folder / "manifest.json").exists():
+        raise ScanError(
+            f"{folder} already holds a scan; pass --resume (resume=True) to continue it, "
+            "or give another --out folder"
+        )
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ScanError(f"--out {folder} is not empty; give a new or empty folder")
+    return folder
+
+
 def plan_scan(
     model: Model, source: Any, out: str | os.PathLike | None = None, *,
     layers: Any = "conv", top_k: int = 9, rank: str = "max", labels: Any = None,
     cam: bool = True, resume: bool = False, batch_size: int = 32, shard_size: int = 1024,
-    workers: int = 4,
+    workers: int = 4, model_source: dict[str, Any] | None = None,
 ) -> Plan:
-    """Check every argument (one-line errors, before any work) and fix the scan's plan."""
+    """Check every argument (one-line errors, before any work) and fix the scan's plan.
+
+    ``model_source``: how to load the model again (``path``, and ``preprocess`` /
+    ``input_size`` as ``load_model`` takes them), recorded in the manifest so that the atlas can
+    draw the model's filters (``convlens scan --model FILE`` records its file).
+    """
     if not isinstance(top_k, int) or top_k < 1:
         raise ScanError(f"top_k must be a positive integer, not {top_k!r}")
     if rank not in RANKS:
@@ -106,12 +128,9 @@ def plan_scan(
             raise ScanError(f"{name} must be a positive integer, not {value!r}")
     chosen = _spatial_layers(model, layers)
     opened = open_source(source, labels=labels, model_classes=model.class_names)
-    if out is None:
-        folder = Path(tempfile.mkdtemp(prefix="convlens-scan-"))
-    else:
-        folder = Path(out)
-        if folder.exists() and not folder.is_dir():
-            raise ScanError(f"--out {folder} is a file; give a folder")
+    folder = Path(tempfile.mkdtemp(prefix="convlens-scan-")) if out is None else check_out(
+        out, resume
+    )
     classes = _class_count(model, opened)
     from .. import __version__
 
@@ -125,25 +144,18 @@ def plan_scan(
         import json
 
         old = json.loads(manifest_path.read_text())
-        if not resume:
-            raise ScanError(
-                f"{folder} already holds a scan; pass --resume (resume=True) to continue it, "
-                "or give another --out folder"
-            )
         if old.get("parameters") != params:
             changed = [k for k in params if old.get("parameters", {}).get(k) != params[k]]
             raise ScanError(
                 f"cannot resume the scan in {folder}: {', '.join(changed)} changed since it "
                 "started; scan into another --out folder"
             )
-    elif folder.is_dir() and any(folder.iterdir()) and not resume:
-        raise ScanError(f"--out {folder} is not empty; give a new or empty folder")
     if isinstance(opened, BatchSource) and opened.class_names is None and model.class_names:
         opened.class_names = list(model.class_names)
     manifest = {
         "convlens": __version__, "model": {
             "name": model.name, "fingerprint": params["model"],
-            "input_size": list(model.input_size),
+            "input_size": list(model.input_size), "source": model_source,
         },
         "data": {"fingerprint": params["data"], "root": getattr(opened, "root", None),
                  "images": len(opened.items) if isinstance(opened, FileSource) else None,
@@ -181,7 +193,7 @@ def run_shard(
     """Merge the per-batch partials of one shard's batches (ids, pixels, labels), in order."""
     part = plan.scanner.empty()
     for ids, pixels, labels in chunks:
-        batch = plan.scanner.batch(plan.model.to_pixels(pixels), ids, labels, bar=part)
+        batch = plan.scanner.batch(plan.model.to_pixels(pixels), ids, labels)
         part = part.merge(batch, plan.scanner.top_k)
     part.skipped = list(skipped)
     return part

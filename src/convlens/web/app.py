@@ -9,20 +9,24 @@ Only requests addressed to this server's own names, from its own page, are obeye
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from importlib import resources
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConvlensError, ImageError, LayerNotFoundError
 from ..models import Model, load_model
+from ..report.atlas import AtlasPages
+from ..scan import ScanResult
 from .jobs import JobQueue, QueueFull
 from .routes import ROUTERS
 from .routes.images import UPLOAD_PATH
+from .scan import ScanView
 from .security import HostOriginGuard, allowed_hosts
 from .slots import ModelSlot
 from .state import Explorer
@@ -101,24 +105,36 @@ def create_app(
     port: int | None = None,
     extra_hosts: Iterable[str] = (),
     job_capacity: int = 8,
+    scan: str | os.PathLike | ScanResult | None = None,
+    scan_model: str | None = None,
+    scan_note: str = "",
 ) -> FastAPI:
-    """The explorer app for ``models`` (default: the built-in model), by name.
+    """The explorer app for ``models`` (default: the built-in model, or none with a scan), by
+    name; with ``scan`` (a scan folder) it also serves that scan's channel atlas at ``/scan/``.
 
     It answers requests addressed to ``host`` (the address it is served on; loopback names
     always) on ``port`` (None: any port) and to the ``extra_hosts`` names (``"*"``: any name).
-    At most ``job_capacity`` heavy jobs wait or run at once.
+    At most ``job_capacity`` heavy jobs wait or run at once. ``scan_model``: the name of the
+    scan's model among ``models`` (it draws the atlas's filter pictures); without it the atlas
+    says ``scan_note``.
     """
+    pages = None if scan is None else AtlasPages(scan)  # not a scan folder: one line, now
     if models is None:
-        models = load_model()
+        models = load_model() if pages is None else {}
     if isinstance(models, Model):
         models = {models.name: models}
-    if not models:
+    if not models and pages is None:
         raise ConvlensError("the explorer needs at least one model")
+    if scan_model is not None and scan_model not in models:
+        raise ConvlensError(f"scan_model {scan_model!r} is not one of the models served")
+    slots = {name: ModelSlot(name, model) for name, model in models.items()}
     explorer = Explorer(
-        slots={name: ModelSlot(name, model) for name, model in models.items()},
-        store=ImageStore(max_images), jobs=JobQueue(job_capacity),
+        slots=slots, store=ImageStore(max_images), jobs=JobQueue(job_capacity),
         images=Worker("convlens-images", threads=2, max_pending=64),
         max_upload_bytes=max_upload_bytes, max_upload_pixels=max_upload_pixels,
+        scan=None if pages is None else ScanView(
+            pages, None if scan_model is None else slots[scan_model], scan_note
+        ),
     )
     app = FastAPI(title="convlens explorer", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
@@ -149,7 +165,9 @@ def create_app(
     static = resources.files("convlens.web") / "static"
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
+    async def index() -> Response:
+        if not explorer.slots:  # only a scan is served
+            return RedirectResponse("/scan/")
         with resources.as_file(static / "index.html") as path:
             return FileResponse(path, headers=NO_STORE)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 __all__ = [
     "ActivationFacts", "CamFacts", "CamRequest", "FilterFacts", "ImageInfo", "JobInfo",
     "LayerRow", "ModelFacts", "ModelsAnswer", "PredictionRow", "Predictions", "Sample",
+    "ScanChannel", "ScanClass", "ScanLayer", "ScanLayerCards", "ScanSummary",
 ]
 
 
@@ -126,3 +127,61 @@ class JobInfo(BaseModel):
     image: str | None = None
     method: str | None = None
     target: int | None = None
+
+
+class ScanLayer(BaseModel):
+    """A scanned layer's census: channels that fire on ≥ 1 % of the images, rare ones, dead."""
+
+    index: int
+    name: str
+    channels: int
+    active: int
+    rare: int
+    dead: int
+    #: the layer's page of channel cards
+    page: str
+
+
+class ScanClass(BaseModel):
+    index: int
+    name: str
+    images: int
+    accuracy: float
+
+
+class ScanSummary(BaseModel):
+    """The served scan: facts, per-layer census, classes; ``filters``: whether filter pictures
+    can be drawn (the scan's model is served), else ``filter_note`` says why not."""
+
+    model: str
+    images: int
+    skipped: int
+    accuracy: float | None
+    top_k: int
+    rank: str
+    mistakes: int
+    filters: bool
+    filter_note: str
+    layers: list[ScanLayer]
+    classes: list[ScanClass]
+
+
+class ScanChannel(BaseModel):
+    """One channel card: statistics, top-k values, its strip and (once drawn) filter picture."""
+
+    channel: int
+    firing_rate: float
+    mean: float
+    max: float
+    dead: bool
+    rare: bool
+    values: list[float]
+    strip: str | None
+    filter: str | None
+
+
+class ScanLayerCards(BaseModel):
+    layer: ScanLayer
+    #: the channels whose filters ``POST /api/scan/layers/I/filters`` draws by default
+    filter_choice: list[int]
+    cards: list[ScanChannel]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
 
@@ -11,6 +11,9 @@ from .jobs import JobQueue
 from .slots import ModelSlot
 from .store import ImageStore, StoredImage
 from .workers import Worker
+
+if TYPE_CHECKING:
+    from .scan import ScanView
 
 __all__ = ["Explorer", "ExplorerDep"]
 
@@ -26,8 +29,12 @@ class Explorer:
     images: Worker
     max_upload_bytes: int
     max_upload_pixels: int
+    #: the scan whose atlas is served (``convlens serve --scan``), or None
+    scan: ScanView | None = None
 
     def slot(self, name: str | None) -> ModelSlot:
+        if not self.slots:
+            raise HTTPException(404, "the explorer serves no model; start it with --model M")
         if name is None:
             return next(iter(self.slots.values()))
         if name not in self.slots:
