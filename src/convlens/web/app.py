@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import ConvlensError, ImageError, LayerNotFoundError
 from ..models import Model, load_model
 from ..report.atlas import AtlasPages
+from ..report.atlas import scan_model as find_scan_model
 from ..scan import ScanResult
 from .jobs import JobQueue, QueueFull
 from .routes import ROUTERS
@@ -115,14 +116,20 @@ def create_app(
     It answers requests addressed to ``host`` (the address it is served on; loopback names
     always) on ``port`` (None: any port) and to the ``extra_hosts`` names (``"*"``: any name).
     At most ``job_capacity`` heavy jobs wait or run at once. ``scan_model``: the name of the
-    scan's model among ``models`` (it draws the atlas's filter pictures); without it the atlas
-    says ``scan_note``.
+    scan's model among ``models`` (it draws the atlas's filter pictures); without it and
+    without ``scan_note``, the model file the scan recorded is served, if it loads unchanged
+    (``report.atlas.scan_model``); else the atlas says why there are no filter pictures.
     """
     pages = None if scan is None else AtlasPages(scan)  # not a scan folder: one line, now
     if models is None:
         models = load_model() if pages is None else {}
     if isinstance(models, Model):
         models = {models.name: models}
+    if pages is not None and scan_model is None and not scan_note:
+        found, scan_note = find_scan_model(pages.result)  # the model file the scan recorded
+        if found is not None:
+            models = {**models, found.name: found}
+            scan_model = found.name
     if not models and pages is None:
         raise ConvlensError("the explorer needs at least one model")
     if scan_model is not None and scan_model not in models:
