@@ -1,36 +1,44 @@
-"""convlens scan: the dataset engine against its physical floor, measured in the same run.
+"""convlens scan against its physical floor, measured in the same run: the issue's ratios.
 
-- scan (``cam=False``) vs decoding alone + the batched forward pass with capture alone;
-- scan with CAMs vs decoding + the forward pass + batched Grad-CAM of the true class;
-- peak RSS of a scan of 10,000 images vs 1,000 (small model, 32x32 PNGs, one process each);
-- the Ray engine (2 CPUs, local) vs the local engine.
+1. scan --no-cam / (decoding alone + batched forward with capture alone)       bound <= 1.10
+2. scan with CAMs / (decoding alone + batched Grad-CAM alone)                  bound <= 1.10
+   on a GPU also: scan / max(decoding alone, forward alone) (decoding hidden)  bound <= 1.10
+3. peak RSS of a scan of 10,000 images - peak RSS for 1,000 (one process each) bound <= 150 MB
+4. Ray engine speed / local engine speed (2 CPUs, local Ray, actor start in)   bound >= 0.7
 
-``CONVLENS_BENCH_SCAN_IMAGES`` sets the JPEG count (default 128); ``CONVLENS_BENCH_SCAN_PARTS``
-picks parts (``floor,ray,rss``; default all).
+JPEG files (random 256 px crops of the sample photos) on EfficientNet-Lite0, all conv layers,
+batch 32; each round runs every measurement once, the order turning, and a ratio is the median
+of the rounds' ratios. ``--quick`` is a smoke run (few images, one round, 1,000 vs 2,000 for RSS):
+its figures are not the bounds'. Run the full one on a quiet machine:
+
+    python -m benchmarks.bench_scan            (or: python benchmarks/run.py bench_scan)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 import convlens as cl
-from convlens.images import load_image
 from convlens.scan import scan
+from convlens.scan.engine import decoded
+from convlens.scan.sources import open_source
 
 from .timing import setting
 
-IMAGES = int(os.environ.get("CONVLENS_BENCH_SCAN_IMAGES", "128"))
-PARTS = os.environ.get("CONVLENS_BENCH_SCAN_PARTS", "floor,ray,rss").split(",")
 BATCH = 32
+WORKERS = 4  # the scan's decoding threads (its default)
 
 
 def _jpeg_folder(model: cl.Model, root: Path, count: int) -> tuple[list[Path], list[int]]:
@@ -44,7 +52,10 @@ def _jpeg_folder(model: cl.Model, root: Path, count: int) -> tuple[list[Path], l
         y = rng.integers(0, photo.shape[0] - 256)
         x = rng.integers(0, photo.shape[1] - 256)
         crops.append(photo[y:y + 256, x:x + 256].astype(np.uint8))
-    predicted = model.probabilities(np.stack(crops).astype(np.float32)).argmax(dim=1).tolist()
+    predicted = []
+    for start in range(0, count, BATCH):
+        chunk = np.stack(crops[start:start + BATCH]).astype(np.float32)
+        predicted += model.probabilities(chunk).argmax(dim=1).tolist()
     root.mkdir(parents=True)
     paths, labels = [], []
     for i, (crop, label) in enumerate(zip(crops, predicted)):
@@ -55,19 +66,52 @@ def _jpeg_folder(model: cl.Model, root: Path, count: int) -> tuple[list[Path], l
     return paths, labels
 
 
-def _seconds(call) -> float:
+def _seconds(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
 
 
-def _floor(model: cl.Model, paths: list[Path], labels: list[int]) -> dict[str, float]:
-    """Decoding alone; forward + capture alone; batched Grad-CAM alone (on decoded pixels)."""
+def _rounds(calls: dict[str, Callable[[], object]], rounds: int) -> list[dict[str, float]]:
+    """Each call once per round, the order turning by one each round; the rounds' times."""
+    names = list(calls)
+    out = []
+    for r in range(rounds):
+        shift = r % len(names)
+        out.append({name: _seconds(calls[name]) for name in names[shift:] + names[:shift]})
+    return out
+
+
+def _median(rounds: list[dict[str, float]], ratio: Callable[[dict[str, float]], float]) -> str:
+    values = [ratio(t) for t in rounds]
+    spread = f" (rounds {min(values):.2f}..{max(values):.2f})" if len(values) > 1 else ""
+    return f"{statistics.median(values):.2f}x{spread}"
+
+
+class _Scans:
+    """Scans into fresh folders under ``work`` (each removed once done)."""
+
+    def __init__(self, model: cl.Model, source: Path, labels: dict[str, str], work: Path):
+        self.model, self.source, self.labels, self.work = model, source, labels, work
+        self.count = 0
+
+    def __call__(self, **options: object) -> None:
+        self.count += 1
+        out = self.work / f"scan{self.count}"
+        scan(self.model, self.source, out, labels=self.labels, batch_size=BATCH, **options)
+        shutil.rmtree(out)
+
+
+def versus_floor(model: cl.Model, paths: list[Path], labels: list[int], scans: _Scans,
+                 rounds: int) -> None:
     size = tuple(model.input_size)
-    decoded: list[np.ndarray] = []
-    decode = _seconds(lambda: decoded.extend(load_image(p, size=size) for p in paths))
-    pixels = model.to_pixels(np.stack(decoded))
-    layers = model.resolve("conv")
+    items = open_source([str(p) for p in paths]).items
+    layers = [i for i in model.resolve("conv") if i.spatial and i.channels]
+    pixels = model.to_pixels(np.stack([load for _, load in decoded(items, size, WORKERS, 64)]))
+
+    def decode() -> None:  # the scan's own decoding threads, without the model
+        for _ in decoded(items, size, WORKERS, 2 * BATCH):
+            pass
 
     def forward() -> None:
         with model.capture(layers) as cap:
@@ -78,13 +122,45 @@ def _floor(model: cl.Model, paths: list[Path], labels: list[int]) -> dict[str, f
         for start in range(0, len(paths), BATCH):
             model.cam(pixels[start:start + BATCH], target=labels[start:start + BATCH])
 
-    return {"decode": decode, "forward": _seconds(forward), "gradcam": _seconds(gradcam)}
+    times = _rounds({
+        "decode": decode, "forward": forward, "gradcam": gradcam,
+        "scan": lambda: scans(cam=False), "scan_cam": lambda: scans(),
+    }, rounds)
+    median = {k: statistics.median(t[k] for t in times) for k in times[0]}
+    print(f"{len(paths)} JPEG files, EfficientNet-Lite0, all {len(layers)} conv layers, "
+          f"batch {BATCH}, {len(times)} rounds (median times: decoding {median['decode']:.2f} s, "
+          f"forward + capture {median['forward']:.2f} s, batched Grad-CAM "
+          f"{median['gradcam']:.2f} s, scan --no-cam {median['scan']:.2f} s, scan "
+          f"{median['scan_cam']:.2f} s)")
+    print("  scan --no-cam / (decoding alone + forward with capture alone): "
+          + _median(times, lambda t: t["scan"] / (t["decode"] + t["forward"]))
+          + "   bound <= 1.10")
+    print("  scan with CAMs / (decoding alone + batched Grad-CAM alone):    "
+          + _median(times, lambda t: t["scan_cam"] / (t["decode"] + t["gradcam"]))
+          + "   bound <= 1.10")
+    if model.device.type == "cuda":
+        print("  scan --no-cam / max(decoding alone, forward alone) (GPU):      "
+              + _median(times, lambda t: t["scan"] / max(t["decode"], t["forward"]))
+              + "   bound <= 1.10")
+
+
+def versus_ray(scans: _Scans, rounds: int) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        scans(engine="ray", cam=False)  # warm: Ray Data's first pipeline starts its workers
+        times = _rounds({"local": lambda: scans(cam=False),
+                         "ray": lambda: scans(engine="ray", cam=False)}, rounds)
+    finally:
+        ray.shutdown()
+    print("  ray engine speed / local engine speed (2 CPUs, actor start included): "
+          + _median(times, lambda t: t["local"] / t["ray"]) + "   bound >= 0.7")
 
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) forking parent
 _RSS_CHILD = """
 import re, sys
-import convlens as cl
 from convlens.scan import scan
 from convlens.scan.demo import digits_model
 root, out = sys.argv[1], sys.argv[2]
@@ -95,7 +171,7 @@ print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)))
 
 
 def _peak_rss(root: Path, count: int, work: Path) -> float:
-    """Peak RSS (MB) of a process that scans the first ``count`` digits PNGs (repeated)."""
+    """Peak RSS (MB) of a process that scans ``count`` digits PNGs (hard links, repeated)."""
     folder = work / f"digits{count}"
     source = sorted(root.rglob("*.png"))
     for i in range(count):
@@ -104,66 +180,49 @@ def _peak_rss(root: Path, count: int, work: Path) -> float:
         if not target.exists():
             os.link(source[i % len(source)], target)
     out = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, str(folder), str(work / f"scan{count}")],
+        [sys.executable, "-c", _RSS_CHILD, str(folder), str(work / f"rss{count}")],
         capture_output=True, text=True, check=True,
     )
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def main() -> None:
-    print(setting())
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def peak_rss(work: Path, small: int, large: int) -> None:
+    from convlens.scan.demo import write_digits
+
+    digits = write_digits(work / "digits")
+    low, high = _peak_rss(digits, small, work), _peak_rss(digits, large, work)
+    bound = "   bound <= 150 MB" if (small, large) == (1_000, 10_000) else ""
+    print(f"  peak RSS, digits convnet: {large:,} images {high:.0f} MB - {small:,} images "
+          f"{low:.0f} MB = {high - low:+.0f} MB{bound}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 64 images, 1 round, RSS 1,000 vs 2,000 images")
+    parser.add_argument("--images", type=int, default=None, help="JPEG files (256)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (3)")
+    parser.add_argument("--parts", default="floor,rss,ray", help="floor,rss,ray (all)")
+    args = parser.parse_args([] if argv is None else argv)
+    images = args.images or (64 if args.quick else 256)
+    rounds = args.rounds or (1 if args.quick else 3)
+    parts = args.parts.split(",")
+    print(setting() + (" -- QUICK: a smoke run, not the bounds' figures" if args.quick else ""))
     model = cl.load_model()
     with tempfile.TemporaryDirectory(prefix="convlens-bench-scan-") as tmp:
         work = Path(tmp)
-        paths, labels = _jpeg_folder(model, work / "jpeg", IMAGES)
+        paths, labels = _jpeg_folder(model, work / "jpeg", images)
         names = model.class_names or []
-        by_path = {str(p): names[label] for p, label in zip(paths, labels)}  # class names
-        scan(model, paths[:BATCH], work / "warm", cam=False)  # warm up the model and allocator
-        if "floor" in PARTS:
-            _versus_floor(model, paths, labels, by_path, work)
-        if "ray" in PARTS:
-            _versus_ray(model, paths, by_path, work)
-        if "rss" in PARTS:
-            from convlens.scan.demo import write_digits
-
-            digits = write_digits(work / "digits")
-            small = _peak_rss(digits, 1_000, work)
-            large = _peak_rss(digits, 10_000, work)
-            print(f"  peak RSS, digits convnet: 1,000 images {small:.0f} MB, 10,000 images "
-                  f"{large:.0f} MB (+{large - small:.0f} MB)")
-
-
-def _versus_floor(model: cl.Model, paths: list[Path], labels: list[int],
-                  by_path: dict[str, str], work: Path) -> None:
-    floor = _floor(model, paths, labels)
-    no_cam = _seconds(lambda: scan(model, work / "jpeg", work / "s1", cam=False,
-                                   labels=by_path))
-    with_cam = _seconds(lambda: scan(model, work / "jpeg", work / "s2", labels=by_path))
-    base = floor["decode"] + floor["forward"]
-    print(f"{IMAGES} JPEG files, EfficientNet-Lite0, all {len(model.resolve('conv'))} conv "
-          f"layers, batch {BATCH}")
-    print(f"  decoding alone {floor['decode']:.2f} s, forward + capture alone "
-          f"{floor['forward']:.2f} s, batched Grad-CAM alone {floor['gradcam']:.2f} s")
-    print(f"  scan --no-cam   {no_cam:.2f} s = {no_cam / base:.2f}x (decode + forward)")
-    print(f"  scan with CAMs  {with_cam:.2f} s = {with_cam / base:.2f}x (decode + forward), "
-          f"{with_cam / (floor['decode'] + floor['gradcam']):.2f}x (decode + batched Grad-CAM)")
-
-
-
-def _versus_ray(model: cl.Model, paths: list[Path], by_path: dict[str, str], work: Path) -> None:
-    import ray
-
-    local = _seconds(lambda: scan(model, work / "jpeg", work / "r1", cam=False, labels=by_path))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        on_ray = _seconds(lambda: scan(model, work / "jpeg", work / "r2", cam=False,
-                                       labels=by_path, engine="ray"))
-    finally:
-        ray.shutdown()
-    print(f"  ray engine (2 CPUs, actor start included) {on_ray:.2f} s, local {local:.2f} s: "
-          f"{local / on_ray:.2f}x the local engine's speed")
+        by_path = {str(p): names[label] for p, label in zip(paths, labels)}
+        scans = _Scans(model, work / "jpeg", by_path, work)
+        scan(model, paths[:BATCH], work / "warm", cam=False)  # warm the model and allocator
+        if "floor" in parts:
+            versus_floor(model, paths, labels, scans, rounds)
+        if "rss" in parts:
+            peak_rss(work, 1_000, 2_000 if args.quick else 10_000)
+        if "ray" in parts:
+            versus_ray(scans, rounds)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -239,8 +239,8 @@ def test_report_draws_filters_with_the_model_the_scan_recorded(scanned, tmp_path
             pages.census[index]["channels"] - 3)
     # the model file gone: the atlas is still written, and its cards say why there are no filters
     (tmp_path / "tiny.pt2").rename(tmp_path / "moved.pt2")
-    code, err = run_cli(["report", "--scan", str(scan_dir), "--out", str(atlas), "--quiet"],
-                        capsys)
+    code, _ = run_cli(["report", "--scan", str(scan_dir), "--out", str(atlas), "--quiet"],
+                      capsys)
     assert code == 0
     assert not list(atlas.rglob("filter-*.jpg"))
     page = (atlas / "layers" / "000.html").read_text()

@@ -154,7 +154,7 @@ def ray_shards(
             .map_batches(
                 ScanActor, fn_constructor_args=(plan.scanner, threads),
                 batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=slots),
-                **({"num_gpus": 1} if gpu else {"num_cpus": 0.5, "scheduling_strategy": "SPREAD"}),
+                **({"num_gpus": 1} if gpu else {"num_cpus": 0.5}),
             )
         )
         waiting: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
