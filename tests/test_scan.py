@@ -321,3 +321,16 @@ def test_receptive_fields_where_the_net_branches():
     got = boxes(model, [after], {"after": positions})["after"]
     for (y, x), box in zip(positions.tolist(), got.tolist()):
         assert tuple(box) == gradient_box(model, after, y, x, trials=4)
+
+
+@pytest.mark.parametrize("channels", [16, 24, 32, 40, 144])
+@pytest.mark.parametrize("positions", [12, 7, 64])
+def test_the_spatial_max_of_grouped_channels_is_the_max(channels, positions):
+    """The scan's max over (N, H*W, C) views puts g positions side by side for speed; the
+    numbers are torch's amax, whatever C and H*W (odd H*W: no grouping)."""
+    from convlens.scan.aggregate import _max_mean
+
+    flat = torch.randn(5, positions, channels, generator=torch.Generator().manual_seed(0))
+    got_max, got_mean = _max_mean(flat, 1)
+    assert torch.equal(got_max, flat.amax(dim=1))
+    assert torch.equal(got_mean, flat.mean(dim=1))

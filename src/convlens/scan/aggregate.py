@@ -404,16 +404,32 @@ class Scanner:
 CHUNK = 1 << 19
 
 
+def _amax(flat: torch.Tensor, axis: int) -> torch.Tensor:
+    """``flat.amax(dim=axis)``, the same numbers. Over the middle axis of (N, H*W, C) maps,
+    torch's CPU max is vectorized only over whole groups of 32 channels (C = 16, 24, 40, 144:
+    3-15x slower than the mean); a view of g positions side by side (g*C a multiple of 32)
+    and a max over the g groups is as fast as the mean."""
+    if axis != 1:
+        return flat.amax(dim=axis)
+    n, positions, c = flat.shape
+    g = 1
+    while (g * c) % 32 and positions % (2 * g) == 0:
+        g *= 2
+    if g == 1:
+        return flat.amax(dim=1)
+    return flat.reshape(n, positions // g, g * c).amax(dim=1).reshape(n, g, c).amax(dim=1)
+
+
 def _max_mean(flat: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The max and the (float32) mean of (N, ...) maps over ``axis``, a few images at a time."""
     n = flat.shape[0]
     per = max(1, CHUNK // max(1, flat[0].numel()))
     if per >= n:
-        return flat.amax(dim=axis), flat.float().mean(dim=axis)
+        return _amax(flat, axis), flat.float().mean(dim=axis)
     maxes, means = [], []
     for start in range(0, n, per):
         part = flat[start:start + per]
-        maxes.append(part.amax(dim=axis))
+        maxes.append(_amax(part, axis))
         means.append(part.float().mean(dim=axis))
     return torch.cat(maxes), torch.cat(means)
 
