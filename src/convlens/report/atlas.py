@@ -120,6 +120,7 @@ class AtlasPages:
         size = tuple(self.result.manifest["model"].get("input_size") or (224, 224))
         self.images = _Images(size)  # type: ignore[arg-type]
         self.layers = self.result.layers
+        self._topk_cache: dict[str, dict[int, Any]] = {}
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -134,12 +135,13 @@ class AtlasPages:
     def _channels(self) -> dict[str, Any]:
         return {name: rows for name, rows in self.result.channels.groupby("layer", sort=False)}
 
-    @cached_property
-    def _topk(self) -> dict[str, dict[int, Any]]:
-        found: dict[str, dict[int, Any]] = {name: {} for name in self.layers}
-        for (layer, channel), rows in self.result.topk.groupby(["layer", "channel"], sort=False):
-            found[layer][int(channel)] = rows.sort_values("rank")
-        return found
+    def _topk(self, layer: str) -> dict[int, Any]:
+        """A layer's top-k rows per channel, rank order (grouped when first asked for)."""
+        if layer not in self._topk_cache:
+            table = self.result.topk
+            rows = table[table["layer"] == layer].sort_values(["channel", "rank"])
+            self._topk_cache[layer] = {int(c): r for c, r in rows.groupby("channel", sort=False)}
+        return self._topk_cache[layer]
 
     # -- facts ---------------------------------------------------------------------------------
     @cached_property
@@ -156,7 +158,7 @@ class AtlasPages:
     def cards(self, index: int) -> list[dict[str, Any]]:
         """Layer ``index``'s channels: channel, firing_rate, mean, max, dead, rare, top values."""
         name = self.layer_name(index)
-        top = self._topk[name]
+        top = self._topk(name)
         return [
             {
                 "channel": int(row.channel), "firing_rate": float(row.firing_rate),
@@ -182,7 +184,7 @@ class AtlasPages:
     # -- pictures ------------------------------------------------------------------------------
     def strip(self, index: int, channel: int) -> bytes | None:
         """The channel's top-k receptive-field patches as one JPEG (None: no top image)."""
-        rows = self._topk[self.layer_name(index)].get(int(channel))
+        rows = self._topk(self.layer_name(index)).get(int(channel))
         if rows is None or not len(rows):
             return None
         patches = []
