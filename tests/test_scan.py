@@ -166,6 +166,33 @@ def test_any_split_gives_the_same_tables(folder, tmp_path, one_thread):
         pd.testing.assert_frame_equal(getattr(a, name), getattr(c, name), check_exact=True)
 
 
+def test_a_plan_run_again_after_an_interruption_loses_nothing(folder, tmp_path, monkeypatch,
+                                                              one_thread):
+    """The scanner rejects images that cannot beat the top-k it has seen; a run interrupted
+    before a shard was committed, run again, must not reject what only the lost shard held."""
+    from convlens.scan import engine
+
+    root, _ = folder
+    model = dead_channel_model()
+    whole = scan(model, root, tmp_path / "whole", top_k=3, cam=False, shard_size=40)
+    plan = engine.plan_scan(model, root, tmp_path / "again", top_k=3, cam=False, shard_size=40)
+    save = engine.save_shard
+
+    def fail_on_the_second(out, index, part):
+        if index == 1:
+            raise KeyboardInterrupt
+        save(out, index, part)
+
+    monkeypatch.setattr(engine, "save_shard", fail_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute(plan)
+    monkeypatch.setattr(engine, "save_shard", save)
+    again = engine.execute(plan)
+    for name in ("topk", "channels", "images"):
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(again, name),
+                                      check_exact=False, rtol=1e-6)
+
+
 def test_dataloader_source_equals_the_files(folder, tmp_path, one_thread):
     root, good = folder
     paths = sorted(str(p) for p in good)

@@ -235,6 +235,11 @@ class Scanner:
     def __getstate__(self) -> dict:  # a copy (e.g. a Ray actor's) starts with nothing seen
         return {**self.__dict__, "_best": {}}
 
+    def reset(self) -> None:
+        """Forget the images seen: a run starts here (its partials are merged with each other
+        and with committed shards only, never with an earlier run's lost ones)."""
+        self._best = {}
+
     def empty(self) -> Partial:
         return Partial({
             info.name: LayerPartial.empty(info.channels or 0, self.top_k) for info in self.layers

@@ -299,6 +299,7 @@ def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None
     if engine not in ENGINES:
         raise ScanError(f"engine must be 'local' or 'ray', not {engine!r}")
     started = time.time()
+    plan.scanner.reset()
     for stale in [*plan.out.glob(".*.tmp"), *plan.out.glob("shards/.*.tmp")]:
         stale.unlink()  # half-written by a killed scan
     write_json(plan.out / "manifest.json", {**plan.manifest, "started": started})
