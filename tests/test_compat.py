@@ -125,11 +125,6 @@ KERAS_FAMILIES = {
     "VGG": ("VGG16", ("VGG19",), 64),
     "Xception": ("Xception", (), 71),
 }
-_CONVNEXT_SUM = (
-    "cam layer",
-    "the head pools the last block's `inputs + x`, a keras.ops op with no layer to hook; "
-    "the default is that block's residual branch",
-)
 _NASNET_MOBILE = ("not available with the torch backend", "Keras does not build it on torch")
 
 
@@ -147,13 +142,12 @@ def _keras_app(constructor: str, size: int) -> Callable[[], cl.Model]:
 
 
 KERAS = []
-for family, (smallest, heavier, size) in KERAS_FAMILIES.items():
+for smallest, heavier, size in KERAS_FAMILIES.values():
     for constructor in (smallest, *heavier):
         KERAS.append(Entry(
             constructor, "keras.applications (torch backend)",
             _keras_app(constructor, size), slow=constructor != smallest,
             unavailable=_NASNET_MOBILE if constructor == "NASNetMobile" else None,
-            known=(_CONVNEXT_SUM,) if family == "ConvNeXt" else (),
         ))
 
 ENTRIES = PACKAGES + HAND + KERAS

@@ -313,6 +313,10 @@ class EagerKerasModel(KerasModel):
     def parameter_count(self) -> int:
         return int(sum(np.prod(w.shape) for w in self.network.weights))
 
+    def weight_bytes(self) -> Iterator[tuple[str, bytes]]:
+        for weight in self.network.weights:
+            yield weight.path, np.ascontiguousarray(weight.numpy()).tobytes()
+
 
 _THREADS_LOCK = threading.Lock()
 _THREADS_SAVED: list[int] = []  # the user's setting while views run (one entry per active view)
