@@ -5,8 +5,8 @@ node of ``model.operations`` that runs through ``Operation.__call__`` → ``self
 does, but it is no layer (on the torch backend, no ``nn.Module``): nothing lists or hooks it. A
 residual sum the head pools (ConvNeXt's ``inputs + x``) is then invisible, and the default CAM
 layer lands inside the last block. :class:`OpCall` wraps one such node so that it is listed and
-tapped like a layer: its ``call`` attribute is the node's (what the TensorFlow / JAX taps
-replace), and it takes torch-style forward hooks (what the torch backend's captures use).
+tapped like a layer: the TensorFlow / JAX taps replace its node's ``call`` (``tap_target``), and
+it takes torch-style forward hooks (what the torch backend's captures use).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["OpCall", "graph_members", "op_kind"]
+__all__ = ["OpCall", "graph_members", "op_kind", "tap_target"]
 
 #: op class → kind (the rest are "other")
 _OP_KINDS = {
@@ -60,19 +60,6 @@ class OpCall:
     def layer_type(self) -> str:
         """The op's class (``Add``), shown as the layer's type."""
         return type(self.operation).__name__
-
-    # -- what layer taps replace (TensorFlow / JAX) ------------------------------------------
-    @property
-    def call(self) -> Callable[..., Any]:
-        return self.operation.call
-
-    @call.setter
-    def call(self, function: Callable[..., Any]) -> None:
-        self.operation.__dict__["call"] = function
-
-    @call.deleter
-    def call(self) -> None:
-        self.operation.__dict__.pop("call", None)
 
     # -- torch-style hooks (the torch backend) -----------------------------------------------
     def register_forward_pre_hook(self, hook: Callable[..., Any]) -> _Handle:
@@ -143,3 +130,8 @@ def op_kind(call: OpCall) -> str:
         if cls.__name__ in _OP_KINDS:
             return _OP_KINDS[cls.__name__]
     return "other"
+
+
+def tap_target(layer: Any) -> Any:
+    """The object whose ``call`` a tap replaces: a layer itself, or an op node's operation."""
+    return layer.operation if isinstance(layer, OpCall) else layer
