@@ -130,7 +130,7 @@ HAND = [
 # -- keras.applications ----------------------------------------------------------------------------
 _NASNET_MOBILE = (
     "not available with the torch backend",
-    "Keras refuses it on the torch backend (keras-team/keras#18451); see the row built past it",
+    "Keras's own guard: not on torch (keras-team/keras#18451); built past it below",
 )
 BACKENDS = {"tensorflow": "TensorFlow", "jax": "JAX"}
 
