@@ -1,11 +1,14 @@
 """The compatibility matrix: every view on real architectures convlens did not build.
 
 Rows: PyTorch models that pip packages build beside the pinned torch (random weights), tiny
-networks in torchvision's layouts (tests/compat_models.py), and every ``keras.applications``
-family (``weights=None``, Keras on its torch backend, small inputs). Columns: ``layers()``,
+networks in torchvision's layouts (tests/compat_models.py), every ``keras.applications`` model
+(``weights=None``, Keras on its torch backend, small inputs), and the smallest model of each
+family on Keras's TensorFlow and JAX backends (one subprocess per backend runs them:
+tests/compat_checks.py). Columns (the checks are in tests/compat_checks.py): ``layers()``,
 ``activations()`` with the default selection, ``cam()`` at the default layer, ``filters()`` on a
-middle conv layer (2 steps, 2 channels), and whether the default CAM layer is the last spatial one
-that feeds the head. Heavy variants are marked ``slow``.
+middle conv layer (1 step, 2 channels), a scan of three tiny images at that layer, and whether
+the default CAM layer is the last spatial one that feeds the head. Heavy variants are marked
+``slow``.
 
 With ``CONVLENS_COMPAT_JSON=path`` every (model, view) result (``✓`` or the one-line reason) is
 merged into that JSON file; ``tools/compat_table.py`` turns it into the README's table.
@@ -16,20 +19,32 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-import numpy as np
 import pytest
 import torch
 
 import convlens as cl
-from convlens.cam import default_layer
 
+from .compat_checks import (
+    JAX_ENVIRONMENT,
+    KERAS_FAMILIES,
+    NASNET_MOBILE_UNGUARDED,
+    VIEWS,
+    backend_rows,
+    keras_app,
+    one_line,
+    run_check,
+)
 from .compat_models import HAND_BUILT
+from .test_keras_backends import _subprocess_env
 
-VIEWS = ("layers", "activations", "cam", "filters", "cam layer")
+HERE = Path(__file__).parent
 RESULTS: dict[str, dict[str, object]] = {}
 
 
@@ -48,6 +63,14 @@ class Entry:
     unavailable: tuple[str, str] | None = None
     #: views known to fail, with the reason (strict xfail: the test fails once they work)
     known: tuple[tuple[str, str], ...] = ()
+    #: the Keras backend of a row run by a backend subprocess (tests/compat_checks.py), and
+    #: the worker's name for it
+    backend: str = ""
+    worker_row: str = ""
+
+
+def _in_worker() -> cl.Model:
+    raise AssertionError("a backend row is built in its backend's subprocess")
 
 
 # -- PyTorch packages ------------------------------------------------------------------------------
@@ -105,58 +128,35 @@ HAND = [
 
 
 # -- keras.applications ----------------------------------------------------------------------------
-#: family → (smallest model, heavier ones, input size: 64 or where the last map is still 2x2+)
-KERAS_FAMILIES = {
-    "ConvNeXt": ("ConvNeXtTiny", ("ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge",
-                                  "ConvNeXtXLarge"), 64),
-    "DenseNet": ("DenseNet121", ("DenseNet169", "DenseNet201"), 64),
-    "EfficientNet": ("EfficientNetB0", tuple(f"EfficientNetB{i}" for i in range(1, 8)), 64),
-    "EfficientNetV2": ("EfficientNetV2B0", ("EfficientNetV2B1", "EfficientNetV2B2",
-                                            "EfficientNetV2B3", "EfficientNetV2S",
-                                            "EfficientNetV2M", "EfficientNetV2L"), 64),
-    "InceptionResNetV2": ("InceptionResNetV2", (), 107),
-    "InceptionV3": ("InceptionV3", (), 107),
-    "MobileNet": ("MobileNet", (), 64),
-    "MobileNetV2": ("MobileNetV2", (), 64),
-    "MobileNetV3": ("MobileNetV3Small", ("MobileNetV3Large",), 64),
-    "NASNet": ("NASNetMobile", ("NASNetLarge",), 64),
-    "ResNet": ("ResNet50", ("ResNet101", "ResNet152"), 64),
-    "ResNetV2": ("ResNet50V2", ("ResNet101V2", "ResNet152V2"), 64),
-    "VGG": ("VGG16", ("VGG19",), 64),
-    "Xception": ("Xception", (), 71),
-}
-_CONVNEXT_SUM = (
-    "cam layer",
-    "the head pools the last block's `inputs + x`, a keras.ops op with no layer to hook; "
-    "the default is that block's residual branch",
+_NASNET_MOBILE = (
+    "not available with the torch backend",
+    "Keras's own guard: not on torch (keras-team/keras#18451); built past it below",
 )
-_NASNET_MOBILE = ("not available with the torch backend", "Keras does not build it on torch")
-
-
-def _keras_app(constructor: str, size: int) -> Callable[[], cl.Model]:
-    def load() -> cl.Model:
-        import keras
-
-        keras.utils.set_random_seed(0)
-        net = getattr(keras.applications, constructor)(
-            weights=None, input_shape=(size, size, 3), classes=10
-        )
-        return cl.load_model(net)
-
-    return load
-
+BACKENDS = {"tensorflow": "TensorFlow", "jax": "JAX"}
 
 KERAS = []
-for family, (smallest, heavier, size) in KERAS_FAMILIES.items():
+for smallest, heavier, size in KERAS_FAMILIES.values():
     for constructor in (smallest, *heavier):
         KERAS.append(Entry(
             constructor, "keras.applications (torch backend)",
-            _keras_app(constructor, size), slow=constructor != smallest,
+            keras_app(constructor, size), slow=constructor != smallest,
             unavailable=_NASNET_MOBILE if constructor == "NASNetMobile" else None,
-            known=(_CONVNEXT_SUM,) if family == "ConvNeXt" else (),
         ))
+    if smallest == "NASNetMobile":
+        KERAS.append(Entry(
+            NASNET_MOBILE_UNGUARDED, "keras.applications (torch backend)",
+            keras_app(NASNET_MOBILE_UNGUARDED, size),
+        ))
+#: the smallest model of every family on the other backends, run by tests/compat_checks.py in a
+#: subprocess per backend
+ON_BACKENDS = [
+    Entry(f"{constructor} ({label})", f"keras.applications ({backend} backend)", _in_worker,
+          backend=backend, worker_row=row)
+    for backend, label in BACKENDS.items()
+    for row, (constructor, _) in backend_rows(backend).items()
+]
 
-ENTRIES = PACKAGES + HAND + KERAS
+ENTRIES = PACKAGES + HAND + KERAS + ON_BACKENDS
 assert len({e.name for e in ENTRIES}) == len(ENTRIES), "row names must be unique"
 
 
@@ -171,96 +171,6 @@ def _model(name: str) -> cl.Model:
         gc.collect()
         _LOADED[name] = next(e for e in ENTRIES if e.name == name).build()
     return _LOADED[name]
-
-
-def _image(model: cl.Model) -> np.ndarray:
-    return cl.load_image("chelsea", size=model.input_size)
-
-
-def check_layers(model: cl.Model) -> None:
-    infos = model.layers()
-    assert infos and "block" not in {i.kind for i in infos}
-    listed = {id(i.module) for i in infos if i.kind == "conv"}
-    if model.framework == "torch":
-        convs = [m for m in model.network.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    else:
-        from keras.src.layers.convolutional import (
-            base_conv,
-            base_depthwise_conv,
-            base_separable_conv,
-        )
-
-        kinds = (base_conv.BaseConv, base_depthwise_conv.BaseDepthwiseConv,
-                 base_separable_conv.BaseSeparableConv)
-        convs = [layer for layer in model.network._flatten_layers(include_self=False)
-                 if isinstance(layer, kinds)]
-    assert convs and all(id(m) in listed for m in convs), "a conv module is not listed as conv"
-
-
-def check_activations(model: cl.Model) -> None:
-    chosen = model.resolve(None)
-    acts = model.activations(_image(model))
-    assert list(acts) == [i.name for i in chosen]
-    for info in chosen:
-        assert acts[info.name].shape == info.output_shape
-        assert np.isfinite(acts[info.name]).all()
-
-
-def check_cam(model: cl.Model) -> None:
-    result = model.cam(_image(model))
-    assert result.layers == [default_layer(model).name]
-    assert result.heatmap.shape == (1, *model.input_size)
-    assert np.isfinite(result.heatmap).all()
-    assert result.heatmap.min() >= 0 and result.heatmap.max() <= 1
-
-
-def check_filters(model: cl.Model) -> None:
-    """The middle one of the conv layers whose maps (at 64 px) are wider than the 2+2 border."""
-    size = model.input_size[0] if model.fixed_input_size else 64
-    convs = [
-        i for i in model.resolve("conv")
-        if i.spatial and min(i.output_shape[1:3]) * size / model.input_size[0] > 4
-    ]
-    middle = convs[len(convs) // 2]
-    fv = model.filters(middle.name, channels=[0, 1], steps=2, size=size)
-    assert fv.images.shape[0] == 2 and fv.images.shape[-1] == 3 and fv.images.dtype == np.uint8
-    assert np.isfinite(fv.activation).all()
-
-
-def check_cam_layer(model: cl.Model, expected: str | None) -> None:
-    """The default CAM layer is the last spatial map the head is computed from.
-
-    Read from the forward code when ``expected`` is given; otherwise the first layer after it
-    (the head's pooling or flatten) must be fed exactly its output.
-    """
-    chosen = default_layer(model)
-    if expected is not None:
-        assert chosen.name == expected
-        return
-    head = next(i for i in model.layers(include_blocks=True) if i.order > chosen.order)
-    seen: dict[str, torch.Tensor] = {}
-
-    def keep_output(module, args, output):
-        seen.setdefault("output", output.detach().clone())
-
-    def keep_input(module, args):
-        seen.setdefault("input", args[0].detach().clone())
-
-    handles = [chosen.module.register_forward_hook(keep_output),
-               head.module.register_forward_pre_hook(keep_input)]
-    try:
-        model.logits(_image(model))
-    finally:
-        for handle in handles:
-            handle.remove()
-    assert torch.equal(seen["input"], seen["output"]), (
-        f"{head.name!r} (the head) is not fed the output of {chosen.name!r}"
-    )
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}"[:120]
 
 
 def _record(entry: Entry, view: str, result: str) -> None:
@@ -282,6 +192,52 @@ def _write_results():
     file.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n")
 
 
+class Workers:
+    """The backend subprocesses (``python tests/compat_checks.py OUT.json``), one per Keras
+    backend with selected rows, all started at once; each is read when first needed."""
+
+    def __init__(self, backends: set[str], folder: Path):
+        self.started: dict[str, tuple[subprocess.Popen, Path, IO[str]]] = {}
+        self.results: dict[str, dict] = {}
+        for backend in sorted(backends):
+            out = folder / f"{backend}.json"
+            log = open(folder / f"{backend}.log", "w+")  # noqa: SIM115 (closed in close())
+            process = subprocess.Popen(
+                [sys.executable, str(HERE / "compat_checks.py"), str(out)],
+                env={**_subprocess_env(backend), **(JAX_ENVIRONMENT if backend == "jax" else {})},
+                stdout=log, stderr=subprocess.STDOUT, text=True,
+            )
+            self.started[backend] = (process, out, log)
+
+    def result(self, backend: str) -> dict:
+        if backend not in self.results:
+            process, out, log = self.started[backend]
+            code = process.wait(timeout=1200)
+            log.seek(0)
+            assert code == 0 and out.exists(), log.read()[-4000:]
+            self.results[backend] = json.loads(out.read_text())
+        return self.results[backend]
+
+    def close(self) -> None:
+        for process, _, log in self.started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def workers(request, tmp_path_factory):
+    """Started with the first test of the matrix, so that they run while this process works."""
+    selected = {
+        item.callspec.params["entry"].backend for item in request.session.items
+        if getattr(item, "callspec", None) and "entry" in item.callspec.params
+    }
+    started = Workers(selected & set(BACKENDS), tmp_path_factory.mktemp("compat-backends"))
+    yield started
+    started.close()
+
+
 def _params() -> list:
     params = []
     for entry in ENTRIES:
@@ -296,21 +252,26 @@ def _params() -> list:
 
 @pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")  # random weights
 @pytest.mark.parametrize(("entry", "view"), _params())
-def test_view(entry: Entry, view: str, one_thread):
+def test_view(entry: Entry, view: str, workers: Workers, one_thread):
     if entry.unavailable:
         expected, reason = entry.unavailable
         with pytest.raises(Exception, match=expected):
             entry.build()
         _record(entry, view, reason)
         return
+    if entry.backend in BACKENDS:
+        found = workers.result(entry.backend)
+        assert found["backend"] == entry.backend
+        row = found["rows"][entry.worker_row]
+        _record(entry, view, row["views"][view])
+        RESULTS[entry.name]["cpu_s"] = row["cpu_s"]
+        RESULTS[entry.name]["backend_cpu_s"] = found["cpu_s"]
+        assert row["views"][view] == "✓", row["views"][view]
+        return
     try:
-        model = _model(entry.name)
-        if view == "cam layer":
-            check_cam_layer(model, entry.cam_layer)
-        else:
-            globals()[f"check_{view}"](model)
+        run_check(_model(entry.name), view, entry.cam_layer)
     except Exception as err:
-        _record(entry, view, dict(entry.known).get(view) or _one_line(err))
+        _record(entry, view, dict(entry.known).get(view) or one_line(err))
         raise
     _record(entry, view, "✓")
 

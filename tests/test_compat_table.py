@@ -20,19 +20,23 @@ def _tool():
 RESULTS = {
     "B (pkg)": {"group": "PyTorch packages", "index": 1, "views": {
         "layers": "✓", "activations": "ModelError: a | b", "cam": "✓", "filters": "✓",
+        "scan": "✓",
     }},
     "A (pkg)": {"group": "PyTorch packages", "index": 0, "views": {
-        "layers": "✓", "activations": "✓", "cam": "✓", "filters": "✓", "cam layer": "✓",
+        "layers": "✓", "activations": "✓", "cam": "✓", "filters": "✓", "scan": "✓",
+        "cam layer": "✓",
     }},
 }
 
 
 def test_the_table_has_one_row_per_model_in_test_order_with_reasons():
     lines = _tool().render(RESULTS).splitlines()
-    assert lines[0].startswith("| model | built by | `layers()` | `activations()` | `cam()` |")
-    assert lines[2] == "| A (pkg) | PyTorch packages | ✓ | ✓ | ✓ | ✓ | ✓ |"
+    assert lines[0].startswith(
+        "| model | built by | `layers()` | `activations()` | `cam()` | `filters()` | `scan()` |"
+    )
+    assert lines[2] == "| A (pkg) | PyTorch packages | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |"
     assert lines[3] == (
-        "| B (pkg) | PyTorch packages | ✓ | ✗ ModelError: a \\| b | ✓ | ✓ | not run |"
+        "| B (pkg) | PyTorch packages | ✓ | ✗ ModelError: a \\| b | ✓ | ✓ | ✓ | not run |"
     )
     assert lines[-1].startswith("1 of 2 models pass every check.")
 

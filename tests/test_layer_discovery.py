@@ -219,3 +219,105 @@ def test_keras_layers_inside_a_custom_layer_are_listed():
     assert default_layer(model).name == "res"  # the sum, which the head pools
     x = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
     assert list(model.activations(x)) == ["res/conv"]
+
+
+def test_keras_ops_in_a_functional_graph_are_layer_calls_and_the_head_s_sum_is_the_cam_layer():
+    """``inputs + x`` (a keras.ops node, no layer) is listed, tapped, and the default CAM layer
+    when the head pools it (Keras's ConvNeXt head); its taps are gone after each view."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    stem = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="branch")(stem)
+    total = stem + branch
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(total)
+    net = keras.Model(inputs, keras.layers.Dense(2, name="fc")(pooled))
+    op = next(o for o in net.operations if type(o).__name__ == "Add")
+    model = cl.load_model(net)
+    assert [(i.name, i.kind, i.type) for i in model.layers()] == [
+        ("stem", "conv", "Conv2D"), ("branch", "conv", "Conv2D"), (op.name, "merge", "Add"),
+        ("gap", "pool", "GlobalAveragePooling2D"), ("fc", "linear", "Dense"),
+    ]
+    assert default_layer(model).name == op.name
+    x = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    acts = model.activations(x, layers=["stem", "branch", op.name])
+    np.testing.assert_allclose(acts[op.name], acts["stem"] + acts["branch"], rtol=1e-5, atol=1e-5)
+    cam = model.cam(x)
+    assert cam.layers == [op.name] and np.isfinite(cam.heatmap).all()
+    assert "call" not in vars(op) and op.name not in model.weighted_layers()
+
+
+def _convnext_block_model() -> tuple[cl.Model, nn.Module]:
+    from .compat_models import ConvNeXt
+
+    torch.manual_seed(0)
+    network = ConvNeXt()
+    return cl.load_model(network, input_size=(64, 64)), network
+
+
+def test_channels_last_layers_inside_an_nchw_network_keep_their_shapes():
+    """ConvNeXt's block: conv → Permute → LayerNorm → Linear (×4) → GELU → Linear → Permute."""
+    model, network = _convnext_block_model()
+    shapes = {i.name: i.output_shape for i in model.layers(include_blocks=True)}
+    assert shapes["features.1.0.block.0"] == (1, 16, 16, 16)  # the depthwise conv, NCHW
+    assert shapes["features.1.0.block.3"] == (1, 16, 16, 64)  # Linear 16 → 64, channels-last
+    assert shapes["features.1.0.block.4"] == (1, 16, 16, 64)  # GELU
+    assert shapes["features.3.0.block.4"] == (1, 8, 8, 128)
+    assert [i.name for i in model.layers() if i.channels_last][:6] == [
+        f"features.1.0.block.{k}" for k in range(1, 6)] + ["features.1.1.block.1"]
+    x = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    seen = {}
+    handle = network.features[1][0].block[4].register_forward_hook(
+        lambda module, args, output: seen.setdefault("gelu", output.detach().clone()))
+    try:
+        acts = model.activations(x, layers="features.1.0.block.4")
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(acts["features.1.0.block.4"], seen["gelu"].numpy(), rtol=1e-6)
+
+
+def test_grad_cam_on_a_channels_last_layer_of_an_nchw_network():
+    """Grad-CAM at the GELU inside ConvNeXt's block equals the one computed by hand."""
+    model, network = _convnext_block_model()
+    layer = "features.3.0.block.4"
+    x = np.random.default_rng(1).uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    result = model.cam(x, layer=layer, target=3)
+    kept = {}
+
+    def keep(module, args, output):
+        output.retain_grad()
+        kept["maps"] = output
+
+    handle = network.features[3][0].block[4].register_forward_hook(keep)
+    try:
+        network(model.inputs(x))[0, 3].backward()
+    finally:
+        handle.remove()
+    maps = kept["maps"]  # (1, H, W, C)
+    weights = maps.grad[0].mean(dim=(0, 1))
+    expected = (maps[0] * weights).sum(-1).detach().numpy()
+    assert result.raw.shape == (1, 8, 8)
+    np.testing.assert_allclose(result.raw[0], expected, rtol=1e-4, atol=1e-5 * abs(expected).max())
+
+
+def test_weight_norm_layers_are_weighted_by_their_name_and_reinitialized():
+    """The sanity check's re-draw reaches a weight-normed conv (its weight lives in
+    ``0.parametrizations.weight``), under the name ``layers()`` shows."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        parametrizations.weight_norm(nn.Conv2d(3, 4, 3, padding=1)), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )
+    model = cl.load_model(net, input_size=(8, 8))
+    assert model.weighted_layers() == ["0", "4"]
+    before = net[0].weight.detach().clone()
+    state = model.layer_state("0")
+    model.reinitialize(["0"], seed=3)
+    after = net[0].weight.detach().clone()
+    assert not torch.allclose(before, after)
+    twin = model.copy()
+    twin.reinitialize(["0"], seed=3)
+    torch.testing.assert_close(twin.network[0].weight, after)
+    model.load_layer_state("0", state)
+    torch.testing.assert_close(net[0].weight, before)

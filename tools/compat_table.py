@@ -26,6 +26,7 @@ COLUMNS = {
     "activations": "`activations()`",
     "cam": "`cam()`",
     "filters": "`filters()`",
+    "scan": "`scan()`",
     "cam layer": "default CAM layer feeds the head",
 }
 

@@ -155,6 +155,10 @@ class Model(ViewMethods, ABC):
         """Put back a snapshot taken by :meth:`layer_state`."""
 
     @abstractmethod
+    def weight_bytes(self) -> Iterator[tuple[str, bytes]]:
+        """Every weight and buffer of the network: (name, its raw bytes), in a fixed order."""
+
+    @abstractmethod
     def parameter_count(self) -> int:
         """How many weights the network has."""
 

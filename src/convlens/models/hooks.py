@@ -62,6 +62,16 @@ def _tensor_of(info: LayerInfo, output: Any) -> torch.Tensor:
     return tensor
 
 
+def _network_layout(info: LayerInfo, tensor: torch.Tensor) -> torch.Tensor:
+    """A call's output as the network's other maps are laid out (a view)."""
+    return tensor.permute(0, 3, 1, 2) if info.channels_last and tensor.ndim == 4 else tensor
+
+
+def _own_layout(info: LayerInfo, tensor: torch.Tensor) -> torch.Tensor:
+    """Back to the layout the call produced (the inverse of ``_network_layout``)."""
+    return tensor.permute(0, 2, 3, 1) if info.channels_last and tensor.ndim == 4 else tensor
+
+
 @contextmanager
 def hook_replace_output(
     model: Model, info: LayerInfo, replace: Callable[[torch.Tensor], torch.Tensor]
@@ -77,7 +87,8 @@ def hook_replace_output(
         calls[0] += 1
         if call != info.call:
             return None
-        return _replace_first(output, replace(_tensor_of(info, output)))
+        new = replace(_network_layout(info, _tensor_of(info, output)))
+        return _replace_first(output, _own_layout(info, new))
 
     handle = info.module.register_forward_hook(hook)
     try:
@@ -132,7 +143,7 @@ class HookCapture:
         info = self._by_module[key].get(call)
         if info is None:
             return None
-        tensor = _tensor_of(info, output)
+        tensor = _network_layout(info, _tensor_of(info, output))
         replaced = None
         if self.autograd or info.name in self.grad_layers:  # kept in the autograd graph
             if not self.autograd and not self._grad_started:
@@ -140,10 +151,10 @@ class HookCapture:
                 torch.set_grad_enabled(True)
                 self._grad_started = True
                 tensor = tensor.detach().requires_grad_(True)
-                replaced = _replace_first(output, tensor)
+                replaced = _replace_first(output, _own_layout(info, tensor))
             self.outputs[info.name] = tensor
             if info.overwritten:  # a later in-place op must not touch `tensor`: give a copy
-                replaced = _replace_first(output, tensor.clone())
+                replaced = _replace_first(output, _own_layout(info, tensor.clone()))
         else:
             stored = tensor.detach()
             self.outputs[info.name] = stored.clone() if info.overwritten else stored
@@ -194,6 +205,54 @@ class HookCapture:
         return result
 
 
+def _rearranged(given: torch.Tensor, output: torch.Tensor) -> bool:
+    """Whether ``output`` is ``given`` seen with its axes moved (a permute of a square map)."""
+    return output.data_ptr() == given.data_ptr() and output.stride() != given.stride()
+
+
+class _Layouts:
+    """Which 4-D outputs of an NCHW network's trace are channels-last.
+
+    A module that works on the last axis as channels (``nn.Linear``, ``nn.LayerNorm``) makes its
+    output channels-last, and so is the tensor it was given: whichever calls produced it (a
+    ``Permute`` module) and, through calls that keep their input's shape, theirs. A call that
+    keeps its input's shape (GELU, dropout), other than by moving its axes, has its input's
+    layout; any other is NCHW.
+    """
+
+    def __init__(self, active: bool):
+        self.active = active
+        self._producers: dict[int, list[int]] = {}  # id(output) → calls that returned it
+        self._source: dict[int, list[int]] = {}  # call → the calls that produced its input
+        self._last: set[int] = set()
+        self._keep: list[torch.Tensor] = []  # the outputs stay alive, so their ids stay theirs
+
+    def see(self, index: int, given: torch.Tensor | None, output: torch.Tensor | None,
+            last_dim: bool) -> None:
+        if not self.active or output is None:
+            return
+        sources = self._producers.get(id(given), []) if given is not None else []
+        if output.ndim == 4 and given is not None and given.ndim == 4:
+            if last_dim:
+                self._last.add(index)
+                self._mark(sources)
+            elif given.shape == output.shape and not _rearranged(given, output):
+                self._source[index] = sources
+                if any(s in self._last for s in sources):
+                    self._last.add(index)
+        self._producers.setdefault(id(output), []).append(index)
+        self._keep.append(output)
+
+    def _mark(self, calls: list[int]) -> None:
+        for call in calls:
+            if call not in self._last:
+                self._last.add(call)
+                self._mark(self._source.get(call, []))
+
+    def channels_last(self, index: int) -> bool:
+        return index in self._last
+
+
 class HookedModel(Model):
     """A model whose layers are ``torch.nn.Module`` objects, tapped with forward hooks.
 
@@ -209,14 +268,21 @@ class HookedModel(Model):
     def _kind(self, module: torch.nn.Module) -> str:
         """The kind of a layer (one of ``KINDS``)."""
 
+    def _acts_on_last_dim(self, module: torch.nn.Module) -> bool:
+        """Whether ``module`` works on the last axis of a 4-D input as channels (``nn.Linear``,
+        ``nn.LayerNorm`` over one axis): its input and output are then channels-last."""
+        return False
+
     def _trace_calls(self, inputs: torch.Tensor) -> list[LayerCall]:
         walked = list(self._walk())
         names = {id(m): (n, leaf) for n, m, leaf in walked}
         calls: list[tuple[str, torch.nn.Module, bool, torch.Tensor | None, int]] = []
+        layouts = _Layouts(self.layout == "NCHW")
 
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             name, leaf = names[id(module)]
             t = first_tensor(output)
+            layouts.see(len(calls), first_tensor(args), t, self._acts_on_last_dim(module))
             calls.append((name, module, leaf, t, -1 if t is None else t._version))
 
         handles = [m.register_forward_hook(hook) for _, m, _ in walked]
@@ -225,14 +291,16 @@ class HookedModel(Model):
         finally:
             for h in handles:
                 h.remove()
-        return [
-            LayerCall(
+        result = []
+        for index, (name, module, leaf, t, version) in enumerate(calls):
+            last = layouts.channels_last(index)
+            shape = None if t is None else tuple((t if last else self.nhwc(t)).shape)
+            result.append(LayerCall(
                 name=name, module=module, is_leaf=leaf, kind=self._kind(module),
-                output_shape=None if t is None else tuple(self.nhwc(t).shape),
-                overwritten=t is not None and t._version != version,
-            )
-            for name, module, leaf, t, version in calls
-        ]
+                output_shape=shape, overwritten=t is not None and t._version != version,
+                channels_last=last,
+            ))
+        return result
 
     def capture(
         self, layers: Sequence[LayerInfo], *, stop_early: bool = False,
@@ -262,3 +330,11 @@ class HookedModel(Model):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
+
+    def weight_bytes(self) -> Iterator[tuple[str, bytes]]:
+        for key, tensor in self.network.state_dict().items():
+            if not isinstance(tensor, torch.Tensor):
+                yield key, b""  # a module's extra state: named, not hashed
+                continue
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            yield key, flat.view(torch.uint8).numpy().tobytes()

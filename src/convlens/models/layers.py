@@ -40,6 +40,9 @@ class LayerInfo:
     order: int = 0
     #: a later op modifies this output in place (an in-place ReLU): captures must copy it.
     overwritten: bool = False
+    #: a 4-D output already channels-last inside an NCHW network (a LayerNorm or Linear between
+    #: two permutes, as in ConvNeXt's blocks); captures give it in the network's layout anyway.
+    channels_last: bool = False
 
     @property
     def spatial(self) -> bool:
@@ -63,6 +66,7 @@ class LayerCall:
     #: channels-last output shape, or None when the layer returned no tensor
     output_shape: tuple[int, ...] | None
     overwritten: bool = False
+    channels_last: bool = False
 
 
 def label_calls(calls: Sequence[LayerCall]) -> list[LayerInfo]:
@@ -77,9 +81,10 @@ def label_calls(calls: Sequence[LayerCall]) -> list[LayerInfo]:
         seen[c.name] = call + 1
         infos.append(LayerInfo(
             name=f"{c.name}#{call + 1}" if count[c.name] > 1 else c.name, kind=c.kind,
-            type=type(c.module).__name__, output_shape=c.output_shape, module=c.module,
+            type=getattr(c.module, "layer_type", None) or type(c.module).__name__,
+            output_shape=c.output_shape, module=c.module,
             module_name=c.name, call=call, is_leaf=c.is_leaf, order=order,
-            overwritten=c.overwritten,
+            overwritten=c.overwritten, channels_last=c.channels_last,
         ))
     return infos
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConvlensError, ModelError
@@ -111,6 +112,31 @@ def _hidden_children(module: nn.Module) -> set[str]:
         if quant or (typed and _auxiliary(child)):
             hidden.add(name)
     return hidden
+
+
+def _own_tensors(module: nn.Module, buffers: bool = True) -> list[torch.Tensor]:
+    """A layer's own parameters (and buffers), with those of its hidden children
+    (parametrizations, padding...), in a fixed order."""
+    own = [*module.parameters(recurse=False), *(module.buffers(recurse=False) if buffers else ())]
+    children = dict(module.named_children())
+    for name in sorted(_hidden_children(module)):
+        child = children[name]
+        own += [*child.parameters(), *(child.buffers() if buffers else ())]
+    return own
+
+
+def _reset_parameters(module: nn.Module) -> None:
+    """``module.reset_parameters()``; a parametrized weight (weight norm) is drawn as a plain
+    one (on the cached value its initializer sees), then assigned through the parametrization."""
+    if not parametrize.is_parametrized(module):
+        module.reset_parameters()
+        return
+    with parametrize.cached(), torch.no_grad():
+        module.reset_parameters()
+        drawn = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+    with torch.no_grad():
+        for name, value in drawn.items():
+            setattr(module, name, value)  # through the parametrization's right_inverse
 
 
 class _TokenInput(Exception):
@@ -214,6 +240,14 @@ class TorchModel(HookedModel):
         hidden = _hidden_children(module)
         return "block" if any(n not in hidden for n, _ in module.named_children()) else "other"
 
+    def _acts_on_last_dim(self, module: nn.Module) -> bool:
+        if isinstance(module, nn.Linear):
+            return True
+        return (  # a subclass with its own forward (LayerNorm2d) may permute for itself
+            isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward
+            and len(module.normalized_shape) == 1
+        )
+
     def _trace_calls(self, inputs: torch.Tensor) -> list[LayerCall]:
         def refuse_pixels(module: nn.Module, args: Any) -> None:
             if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
@@ -309,16 +343,19 @@ class TorchModel(HookedModel):
         return dict(self.network.named_modules())
 
     def weighted_layers(self) -> list[str]:
+        """The listed layers (names as ``layers()`` shows them) that own floating-point weights,
+        their parametrizations' (weight norm...) included."""
         return [
-            name for name, m in self.network.named_modules()
-            if name and any(p.is_floating_point() for p in m.parameters(recurse=False))
+            name for name, module, _ in self._walk()
+            if any(t.is_floating_point() for t in _own_tensors(module, buffers=False))
         ]
 
     def reinitialize(self, names: Sequence[str], seed: int) -> None:
         """Each layer's weights from a twin of the network re-drawn by ``reset_parameters()``.
 
         The twin is drawn once per seed, every module in order, under ``torch.manual_seed``
-        (the global random state is restored afterwards).
+        (the global random state is restored afterwards). A parametrized weight (weight norm) is
+        drawn as a plain one and assigned through its parametrization.
         """
         if seed not in self._fresh:
             fresh = copy.deepcopy(self.network)
@@ -327,16 +364,12 @@ class TorchModel(HookedModel):
                 torch.manual_seed(seed)
                 for module in fresh.modules():
                     if hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
+                        _reset_parameters(module)
             self._fresh[seed] = fresh
         mine, theirs = self._modules(), dict(self._fresh[seed].named_modules())
         with torch.no_grad():
             for name in names:
-                pairs = zip(mine[name].parameters(recurse=False),
-                            theirs[name].parameters(recurse=False))
-                buffers = zip(mine[name].buffers(recurse=False),
-                              theirs[name].buffers(recurse=False))
-                for a, b in (*pairs, *buffers):
+                for a, b in zip(_own_tensors(mine[name]), _own_tensors(theirs[name])):
                     a.copy_(b)
 
     def layer_state(self, name: str) -> Any:

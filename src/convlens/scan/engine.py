@@ -58,13 +58,11 @@ class Plan:
 
 
 def model_fingerprint(model: Model) -> str:
-    """A hash of the model's name, input size and every parameter and buffer."""
+    """A hash of the model's name, input size and every weight and buffer (any framework)."""
     digest = hashlib.sha256(f"{model.name}|{model.input_size}|{model.output}".encode())
-    for key, tensor in model.network.state_dict().items():
+    for key, data in model.weight_bytes():
         digest.update(key.encode())
-        if isinstance(tensor, torch.Tensor):
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        digest.update(data)
     return digest.hexdigest()[:16]
 
 

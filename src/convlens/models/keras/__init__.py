@@ -24,6 +24,7 @@ from ..base import Model
 from ..inputs import not_one_image
 from ..layers import LayerCall
 from ..preprocess import Preprocess, resolve_preprocess
+from .callhooks import OpCall, graph_members, op_kind
 
 _KIND_BY_CLASS = {
     "BaseConv": "conv", "BaseDepthwiseConv": "conv", "BaseSeparableConv": "conv",
@@ -90,7 +91,15 @@ def _class_names(layer: Any) -> set[str]:
 
 
 def _sublayers(layer: Any) -> list[Any]:
-    """A model's layers, or those a custom layer holds (a residual block written as a Layer)."""
+    """A model's layers, or those a custom layer holds (a residual block written as a Layer).
+
+    A functional model's op nodes (``inputs + x``) come with its layers, in graph order.
+    """
+    if isinstance(layer, OpCall):
+        return []
+    members = graph_members(layer)
+    if members is not None:
+        return members
     if getattr(layer, "layers", None):
         return list(layer.layers)
     flatten = getattr(layer, "_flatten_layers", None)
@@ -203,9 +212,11 @@ class KerasModel(Model):
                 if children:
                     yield from walk(children, name + "/")
 
-        yield from walk(self.network.layers, "")
+        yield from walk(_sublayers(self.network) or self.network.layers, "")
 
     def _kind(self, module: Any) -> str:
+        if isinstance(module, OpCall):
+            return op_kind(module)
         names = _class_names(module)
         if any(n.startswith("Random") for n in names if n not in ("RandomState",)):
             return "augment"
@@ -245,7 +256,10 @@ class KerasModel(Model):
         return type(self)(network, **settings)
 
     def _leaf_layers(self) -> dict[str, Any]:
-        return {name: layer for name, layer, leaf in self._walk() if leaf}
+        return {
+            name: layer for name, layer, leaf in self._walk()
+            if leaf and not isinstance(layer, OpCall)
+        }
 
     def weighted_layers(self) -> list[str]:
         return [name for name, layer in self._leaf_layers().items() if layer.trainable_weights]

@@ -28,6 +28,7 @@ import torch
 from ..hooks import StopForward
 from ..layers import LayerCall, LayerInfo
 from . import KerasModel
+from .callhooks import tap_target
 
 __all__ = ["BackendFunction", "EagerKerasModel", "Pass", "TapCapture", "Taps"]
 
@@ -90,9 +91,13 @@ class Taps:
         self.reset()
         layers = {id(info.module): info.module for info in self.infos}
         for layer in layers.values():
-            self._saved.append((layer, layer.__dict__.get("call", _MISSING)))
-            object.__setattr__(layer, "call", self._wrap(layer, layer.call))
+            self._tap(layer)
         return self
+
+    def _tap(self, layer: Any) -> None:
+        owner = tap_target(layer)  # a layer, or an op node's operation
+        self._saved.append((owner, owner.__dict__.get("call", _MISSING)))
+        object.__setattr__(owner, "call", self._wrap(layer, owner.call))
 
     def __exit__(self, *exc: object) -> None:
         for layer, saved in reversed(self._saved):
@@ -313,6 +318,10 @@ class EagerKerasModel(KerasModel):
     def parameter_count(self) -> int:
         return int(sum(np.prod(w.shape) for w in self.network.weights))
 
+    def weight_bytes(self) -> Iterator[tuple[str, bytes]]:
+        for weight in self.network.weights:
+            yield weight.path, np.ascontiguousarray(weight.numpy()).tobytes()
+
 
 _THREADS_LOCK = threading.Lock()
 _THREADS_SAVED: list[int] = []  # the user's setting while views run (one entry per active view)
@@ -352,6 +361,5 @@ class _AllCalls(Taps):
 
     def __enter__(self) -> _AllCalls:
         for layer in {id(layer): layer for layer in self._layers}.values():
-            self._saved.append((layer, layer.__dict__.get("call", _MISSING)))
-            object.__setattr__(layer, "call", self._wrap(layer, layer.call))
+            self._tap(layer)
         return self
