@@ -5,6 +5,7 @@
    on a GPU also: scan / max(decoding alone, forward alone) (decoding hidden)  bound <= 1.10
 3. peak RSS of a scan of 10,000 images - peak RSS for 1,000 (one process each) bound <= 150 MB
 4. Ray engine speed / local engine speed (2 CPUs, local Ray, actor start in)   bound >= 0.7
+   (on 1,024 files by default: the actors' start, a few seconds, is paid once per scan)
 
 JPEG files (random 256 px crops of the sample photos) on EfficientNet-Lite0, all conv layers,
 batch 32; each round runs every measurement once, the order turning, and a ratio is the median
@@ -89,9 +90,10 @@ def _median(rounds: list[dict[str, float]], ratio: Callable[[dict[str, float]], 
 
 
 class _Scans:
-    """Scans into fresh folders under ``work`` (each removed once done)."""
+    """Scans of ``source`` (a list of files) into fresh folders under ``work`` (each removed
+    once done)."""
 
-    def __init__(self, model: cl.Model, source: Path, labels: dict[str, str], work: Path):
+    def __init__(self, model: cl.Model, source: list[str], labels: dict[str, str], work: Path):
         self.model, self.source, self.labels, self.work = model, source, labels, work
         self.count = 0
 
@@ -202,26 +204,31 @@ def main(argv: list[str] | None = None) -> None:
                         help="a smoke run: 64 images, 1 round, RSS 1,000 vs 2,000 images")
     parser.add_argument("--images", type=int, default=None, help="JPEG files (256)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (3)")
+    parser.add_argument("--ray-images", type=int, default=None,
+                        help="JPEG files of the Ray vs local part (1,024)")
     parser.add_argument("--parts", default="floor,rss,ray", help="floor,rss,ray (all)")
     args = parser.parse_args([] if argv is None else argv)
     images = args.images or (64 if args.quick else 256)
+    ray_images = args.ray_images or (64 if args.quick else 1024)
     rounds = args.rounds or (1 if args.quick else 3)
     parts = args.parts.split(",")
     print(setting() + (" -- QUICK: a smoke run, not the bounds' figures" if args.quick else ""))
     model = cl.load_model()
     with tempfile.TemporaryDirectory(prefix="convlens-bench-scan-") as tmp:
         work = Path(tmp)
-        paths, labels = _jpeg_folder(model, work / "jpeg", images)
+        paths, labels = _jpeg_folder(model, work / "jpeg", max(images, ray_images))
         names = model.class_names or []
         by_path = {str(p): names[label] for p, label in zip(paths, labels)}
-        scans = _Scans(model, work / "jpeg", by_path, work)
         scan(model, paths[:BATCH], work / "warm", cam=False)  # warm the model and allocator
         if "floor" in parts:
-            versus_floor(model, paths, labels, scans, rounds)
+            scans = _Scans(model, [str(p) for p in paths[:images]], by_path, work)
+            versus_floor(model, paths[:images], labels[:images], scans, rounds)
         if "rss" in parts:
             peak_rss(work, 1_000, 2_000 if args.quick else 10_000)
         if "ray" in parts:
-            versus_ray(scans, rounds)
+            print(f"{ray_images} JPEG files, --no-cam, {rounds} rounds")
+            versus_ray(_Scans(model, [str(p) for p in paths[:ray_images]], by_path, work),
+                       rounds)
 
 
 if __name__ == "__main__":
