@@ -30,7 +30,7 @@ test: setup browser lint
 demo: setup
 	$(BIN)/convlens report chelsea coffee camera stereo_motorcycle --out $(OUT)/report --json
 	$(BIN)/python -m convlens.scan.demo $(OUT)/digits
-	$(BIN)/convlens report --scan $(OUT)/digits/scan --trust-model-file --filter-channels 64 --out $(OUT)/atlas
+	$(BIN)/convlens report --scan $(OUT)/digits/scan --filter-channels 64 --out $(OUT)/atlas
 
 # The peers (torch-cam, Captum) install beside the pinned torch for the benchmarks only.
 bench: setup

@@ -288,3 +288,15 @@ def test_activations_display_themselves_in_a_notebook(tiny_model):
     html = acts._repr_html_()
     assert html.count("<img") == len(acts) == 3 and "data:image/png;base64," in html
     assert [row.layer for row in acts.empty_channels()] == list(acts)
+
+
+def test_the_digits_convnet_is_built_in_and_reads_held_out_digits():
+    """``load_model("digits_convnet")``: the scan demo's model loads by name, with no file to
+    trust, and classifies the held-out digits as trained (93 % in tools/train_digits.py)."""
+    from convlens.scan.demo import VALIDATION, digits_pixels
+
+    model = cl.load_model("digits_convnet")
+    assert model.input_size == (32, 32) and model.class_names == [str(d) for d in range(10)]
+    pixels, labels = digits_pixels()
+    top1 = model.probabilities(pixels[-VALIDATION:]).argmax(1).cpu().numpy()
+    assert (top1 == labels[-VALIDATION:]).mean() > 0.9

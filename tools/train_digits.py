@@ -1,6 +1,6 @@
 """Train the digits demo convnet from scratch (CPU, about a minute) and write its weights.
 
-    python tools/train_digits.py    # -> src/convlens/scan/data/digits_convnet.pt
+    python tools/train_digits.py    # -> src/convlens/models/zoo/data/digits_convnet.pt
 
 The last 360 digits are held out (the demo scans them); the rest train, with 1-pixel shifts.
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from convlens.scan.demo import VALIDATION, WEIGHTS, digits_network, digits_pixels
+from convlens.models.zoo.digits import DIGITS_WEIGHTS as WEIGHTS
+from convlens.models.zoo.digits import digits_network
+from convlens.scan.demo import VALIDATION, digits_pixels
 
 
 def main() -> None:

