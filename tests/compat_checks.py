@@ -44,7 +44,7 @@ KERAS_FAMILIES = {
 NASNET_MOBILE_UNGUARDED = "NASNetMobile (NASNet() with its arguments)"
 #: filter-visualization steps (the check is that the ascent runs, not what it draws)
 FILTER_STEPS = 1
-#: the families JAX runs: each model costs it 20-30 CPU-s (TensorFlow 3-16), most of it compiling
+#: the families JAX runs: each model costs it 17-28 CPU-s (TensorFlow 2-16), most of it compiling
 #: every op of the eager passes, so the others are left to TensorFlow and torch to keep the suite
 #: quick: ConvNeXt (op nodes, layer scale), ResNet (residual adds)
 JAX_FAMILIES = ("ConvNeXt", "ResNet")

@@ -11,6 +11,7 @@ it takes torch-style forward hooks (what the torch backend's captures use).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,8 @@ _OP_KINDS = {
     **dict.fromkeys(("Reshape", "Transpose", "Concatenate", "ExpandDims", "Squeeze"), "reshape"),
 }
 _MISSING = object()
-_KEY = "_convlens_op_call"  # where an op node keeps its wrapper (one per node)
+#: one wrapper per op node, held no longer than the node (it holds the node weakly)
+_WRAPPERS: weakref.WeakKeyDictionary[Any, OpCall] = weakref.WeakKeyDictionary()
 
 
 class _Handle:
@@ -41,16 +43,24 @@ class OpCall:
     """One op node of a functional Keras model, tappable like a layer (one wrapper per node)."""
 
     def __new__(cls, operation: Any) -> OpCall:
-        wrapper = operation.__dict__.get(_KEY)
+        wrapper = _WRAPPERS.get(operation)
         if wrapper is None:
             wrapper = super().__new__(cls)
-            wrapper.operation = operation
+            wrapper._operation = weakref.ref(operation)
             wrapper._pre: dict[int, Callable[..., Any]] = {}
             wrapper._post: dict[int, Callable[..., Any]] = {}
             wrapper._next = 0
             wrapper._saved = _MISSING
-            operation.__dict__[_KEY] = wrapper
+            _WRAPPERS[operation] = wrapper
         return wrapper
+
+    @property
+    def operation(self) -> Any:
+        """The op node (an ``Operation`` of ``model.operations``)."""
+        operation = self._operation()
+        if operation is None:
+            raise ReferenceError("the model of this op node is gone")
+        return operation
 
     @property
     def name(self) -> str:
