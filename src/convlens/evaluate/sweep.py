@@ -53,8 +53,12 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
     "drop": ("avg_drop", "increase"),
     "randomization": ("randomization_rank_corr",),
 }
-#: Options that keep the one-forward-pass-per-channel methods affordable (Faster Score-CAM).
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"scorecam": {"top_k": 32}}
+#: Options that keep the one-forward-pass-per-channel methods affordable: each method's
+#: ``quick_options`` (Faster Score-CAM's top 32 channels; Ablation-CAM's copies in batches of
+#: 64, so that a busy machine's noisy timings cannot tune it down to one copy per pass).
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    name: dict(cls.quick_options) for name, cls in METHODS.items() if cls.quick_options
+}
 
 
 # -- layers and methods ----------------------------------------------------------------------
@@ -292,7 +296,7 @@ def evaluate(
         bootstrap: resamples for the 95 % CIs; seed: seeds the mosaics, the random baseline,
             ROAD's noise and the resamples: the same call gives the same table.
         chunk: images per batch of CAM calls; method_options: per-method options (default:
-            Score-CAM's ``top_k=32``); batch_size / memory_budget: the perturbed batches.
+            each method's ``quick_options``); batch_size / memory_budget: the perturbed batches.
     """
     try:
         import pandas as pd  # the optional dependency (convlens[evaluate]), checked first
