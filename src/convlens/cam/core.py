@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from ..models import LayerInfo, Model
 
 __all__ = [
-    "METHODS", "CamContext", "CamMethod", "GradientCam", "WeightedCam", "default_layer",
-    "explain", "method_class", "register", "target_layers",
+    "METHODS", "CamContext", "CamMethod", "GradientCam", "WeightedCam", "cam_pass",
+    "default_layer", "explain", "method_class", "register", "target_layers",
 ]
 
 
@@ -222,19 +222,31 @@ def _plain_pass(
     return acts, logits, plan, scores
 
 
+def cam_pass(
+    model: Model, pixels: torch.Tensor, infos: Sequence[LayerInfo], target: Any = None,
+    gradients: bool = True, progress: bool = False,
+) -> tuple[CamContext, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The pass every method of a batch starts from: the context, activations and gradients.
+
+    One forward pass (and backward, with ``gradients``) gives what every method needs at each
+    of ``infos``, so several methods and layers share it (``convlens.evaluate`` does).
+    """
+    net_input = model.prepare(pixels)
+    grads: dict[str, torch.Tensor] = {}
+    with model.logit_outputs():
+        if gradients:
+            acts, grads, logits, plan, scores = layer_gradients(model, net_input, infos, target)
+        else:
+            acts, logits, plan, scores = _plain_pass(model, net_input, infos, target)
+    return CamContext(model, pixels, net_input, logits, plan, scores, progress), acts, grads
+
+
 def explain(
     method: CamMethod, model: Model, pixels: torch.Tensor, infos: Sequence[LayerInfo],
     target: Any = None, progress: bool = False,
 ) -> tuple[CamContext, list[torch.Tensor]]:
     """Run ``method`` on a batch of pixels: the context and one (R, h, w) raw map per layer."""
-    net_input = model.prepare(pixels)
-    grads: dict[str, torch.Tensor] = {}
-    with model.logit_outputs():
-        if method.needs_gradients:
-            acts, grads, logits, plan, scores = layer_gradients(model, net_input, infos, target)
-        else:
-            acts, logits, plan, scores = _plain_pass(model, net_input, infos, target)
-    ctx = CamContext(model, pixels, net_input, logits, plan, scores, progress)
+    ctx, acts, grads = cam_pass(model, pixels, infos, target, method.needs_gradients, progress)
     raws = [
         method.layer_map(ctx, info, acts[info.name], grads.get(info.name)) for info in infos
     ]

@@ -121,7 +121,9 @@ def deletion_insertion(
 def _deletion_insertion(
     model: Model, pixels: torch.Tensor, heat: torch.Tensor, indices: list[int], steps: int,
     substrate: str, batch_size: int | None, memory_budget: int | None, progress: bool,
+    image_index: list[int] | None = None,
 ) -> dict[str, Any]:
+    """``image_index[r]``: the image (row of ``pixels``) map r explains; default map r, image r."""
     if steps < 1:
         raise ModelError(f"steps must be at least 1, not {steps}")
     if substrate not in ("black", "blur"):
@@ -137,7 +139,9 @@ def _deletion_insertion(
     rank = rank.reshape(n, h, w)
     blurred = gaussian_blur(pixels)
     removed = torch.zeros_like(pixels) if substrate == "black" else blurred
-    # job j: image j // (2 * (steps + 1)); curve 0 = deletion, 1 = insertion; step.
+    source = torch.arange(n, device=pixels.device) if image_index is None else torch.as_tensor(
+        image_index, device=pixels.device)
+    # job j: map j // (2 * (steps + 1)); curve 0 = deletion, 1 = insertion; step.
     jobs = n * 2 * (steps + 1)
     curves = torch.empty(jobs, device=pixels.device)
     classes = torch.tensor(indices, device=pixels.device)
@@ -145,13 +149,14 @@ def _deletion_insertion(
     with progress_bar("deletion / insertion", jobs, progress) as advance:
         for start, stop in sizer:
             job = torch.arange(start, stop, device=pixels.device)
-            image = job // (2 * (steps + 1))
+            row = job // (2 * (steps + 1))
             curve, step = (job // (steps + 1)) % 2, job % (steps + 1)
-            changed = (rank[image] < counts[step][:, None, None])[..., None]
+            changed = (rank[row] < counts[step][:, None, None])[..., None]
+            image = source[row]
             deleted = torch.where(changed, removed[image], pixels[image])
             inserted = torch.where(changed, pixels[image], blurred[image])
             batch = torch.where((curve == 0)[:, None, None, None], deleted, inserted)
-            curves[start:stop] = _probabilities(model, batch, classes[image])
+            curves[start:stop] = _probabilities(model, batch, classes[row])
             advance(stop - start)
     curves = curves.reshape(n, 2, steps + 1)
     auc = torch.trapezoid(curves, fractions, dim=2)
@@ -185,17 +190,29 @@ def average_drop_increase(
 
 def _average_drop_increase(
     model: Model, pixels: torch.Tensor, heat: torch.Tensor, indices: list[int],
-    batch_size: int | None, memory_budget: int | None,
+    batch_size: int | None, memory_budget: int | None, image_index: list[int] | None = None,
 ) -> dict[str, Any]:
+    """``image_index[r]``: the image map r explains (default: image r); Y is computed once per
+    image and class."""
     classes = torch.tensor(indices, device=pixels.device)
-    n = pixels.shape[0]
-    full = torch.empty(n, device=pixels.device)
-    explained = torch.empty(n, device=pixels.device)
+    n = heat.shape[0]
+    source = list(range(n)) if image_index is None else [int(i) for i in image_index]
+    pairs = list(dict.fromkeys(zip(source, indices)))  # (image, class): Y once for each
+    where = {pair: j for j, pair in enumerate(pairs)}
+    image_of = torch.tensor(source, device=pixels.device)
     limit = max_batch(model, tuple(pixels.shape[1:3]), memory_budget)
+    confidence = torch.empty(len(pairs), device=pixels.device)
+    pair_images = torch.tensor([i for i, _ in pairs], device=pixels.device)
+    pair_classes = torch.tensor([c for _, c in pairs], device=pixels.device)
+    for start, stop in BatchSizer(len(pairs), limit, pixels.device, batch_size or limit):
+        confidence[start:stop] = _probabilities(
+            model, pixels[pair_images[start:stop]], pair_classes[start:stop])
+    full = confidence[torch.tensor([where[p] for p in zip(source, indices)],
+                                   device=pixels.device, dtype=torch.long)]
+    explained = torch.empty(n, device=pixels.device)
     for start, stop in BatchSizer(n, limit, pixels.device, batch_size or limit):
         part = slice(start, stop)
-        full[part] = _probabilities(model, pixels[part], classes[part])
-        masked = pixels[part] * heat[part, ..., None].to(pixels.dtype)
+        masked = pixels[image_of[part]] * heat[part, ..., None].to(pixels.dtype)
         explained[part] = _probabilities(model, masked, classes[part])
     drop = (full - explained).clamp_min(0) / full.clamp_min(1e-12)
     return {

@@ -17,6 +17,7 @@ from .protocols import (
     random_map,
     road,
     road_impute,
+    road_impute_batch,
     sobel_map,
 )
 from .sweep import METRICS, PROTOCOLS, Best, Evaluation, auto_layers, evaluate
@@ -24,5 +25,5 @@ from .sweep import METRICS, PROTOCOLS, Best, Evaluation, auto_layers, evaluate
 __all__ = [
     "BASELINES", "METRICS", "PROTOCOLS", "Best", "Dataset", "Evaluation", "auto_layers",
     "centre_gaussian", "evaluate", "make_mosaics", "pointing_game", "random_map",
-    "resolve_source", "road", "road_impute", "sobel_map",
+    "resolve_source", "road", "road_impute", "road_impute_batch", "sobel_map",
 ]

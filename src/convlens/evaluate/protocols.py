@@ -10,7 +10,9 @@
   Evaluation Strategy for Attribution Methods", ICML 2022: remove a fraction of the pixels, most
   relevant first (MoRF) or least relevant first (LeRF), fill them by *noisy linear imputation*
   (each removed pixel the weighted mean of its 8 neighbours, 1/6 direct and 1/12 diagonal, one
-  sparse linear system per image solved with ``scipy.sparse``, plus Gaussian noise), and track
+  sparse linear system per image: :func:`road_impute` solves it exactly with ``scipy.sparse``,
+  :func:`road_impute_batch` a batch at once with torch, as :func:`road` does; plus Gaussian
+  noise), and track
   the target's probability. A faithful map makes MoRF fall fast (low) and LeRF stay high.
 - Deletion / insertion AUC (Petsiuk et al. 2018), Average Drop / Increase (Chattopadhay et al.
   2018) and the parameter randomization check (Adebayo et al. 2018) are reused from
@@ -36,7 +38,7 @@ from ..models.base import Model
 
 __all__ = [
     "BASELINES", "centre_gaussian", "make_mosaics", "mosaic_cells", "pointing_game",
-    "random_map", "road", "road_impute", "sobel_map",
+    "random_map", "road", "road_impute", "road_impute_batch", "sobel_map",
 ]
 
 GRID = 2  # a 2x2 mosaic: cells 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
@@ -160,48 +162,183 @@ def road_impute(
     return out.reshape(image.shape).astype(image.dtype)
 
 
+class _Grid:
+    """One level of the imputation system: the free (removed) pixels, its diagonal, the stencil.
+
+    Tensors are (B, C, h, w) in channels-last memory (the pixels' own layout), where the
+    depthwise convolutions and the elementwise steps are fastest on a CPU.
+    """
+
+    def __init__(self, free: torch.Tensor):
+        self.free = free  # 1.0 where removed, else 0.0
+        channels, (h, w) = free.shape[1], free.shape[-2:]
+        kernel = torch.zeros(3, 3, dtype=free.dtype, device=free.device)
+        for dy, dx, weight in NEIGHBOURS:
+            kernel[dy + 1, dx + 1] = weight
+        self.channels = channels
+        self.stencil = kernel.expand(channels, 1, 3, 3).contiguous()
+        ones = torch.ones(1, 1, h, w, dtype=free.dtype, device=free.device)
+        diagonal = F.conv2d(ones, kernel[None, None], padding=1)  # weight inside the image
+        self.diagonal = free * diagonal
+        self.inverse = free / diagonal
+
+    def apply(self, p: torch.Tensor) -> torch.Tensor:
+        """The system's matrix times ``p`` (zero on known pixels): ``D p - K p`` on free ones."""
+        neighbours = F.conv2d(p, self.stencil, padding=1, groups=self.channels)
+        return torch.addcmul(self.diagonal * p, self.free, neighbours, value=-1.0)
+
+
+class _Multigrid:
+    """A symmetric V-cycle: the preconditioner of :func:`road_impute_batch`'s conjugate gradient.
+
+    Coarse grids by 2 x 2 blocks (a coarse pixel is free when its 4 fine pixels are), full
+    weighting down and its transpose (bilinear) up, one Jacobi sweep before and after, Jacobi
+    sweeps on the coarsest grid.
+    """
+
+    def __init__(self, free: torch.Tensor, coarsest: int = 4, sweeps: int = 16):
+        self.grids = [_Grid(free)]
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=free.dtype, device=free.device) / 4
+        channels = free.shape[1]
+        self.kernel = (taps[:, None] * taps[None, :]).expand(channels, 1, 4, 4).contiguous()
+        while min(self.grids[-1].free.shape[-2:]) >= 2 * coarsest:
+            coarse = F.avg_pool2d(self.grids[-1].free, 2) >= 1
+            self.grids.append(_Grid(coarse.to(free.dtype).contiguous(
+                memory_format=torch.channels_last)))
+        self.sweeps = sweeps
+
+    def __call__(self, r: torch.Tensor, level: int = 0) -> torch.Tensor:
+        grid = self.grids[level]
+        x = grid.inverse * r
+        if level == len(self.grids) - 1:
+            for _ in range(self.sweeps - 1):
+                x.addcmul_(grid.inverse, r - grid.apply(x))
+            return x
+        coarse = self.grids[level + 1]
+        down = F.conv2d(r - grid.apply(x), self.kernel, stride=2, padding=1,
+                        groups=grid.channels)
+        correction = self(coarse.free * down, level + 1)
+        h, w = r.shape[-2:]
+        up = F.conv_transpose2d(
+            correction, self.kernel, stride=2, padding=1, groups=grid.channels,
+            output_padding=(h - 2 * correction.shape[-2], w - 2 * correction.shape[-1]),
+        )
+        x.addcmul_(grid.free, up)
+        return x.addcmul_(grid.inverse, r - grid.apply(x))
+
+
+def road_impute_batch(
+    images: torch.Tensor, removed: torch.Tensor, *, tol: float = 3e-5, max_iter: int = 40,
+) -> torch.Tensor:
+    """:func:`road_impute` (without noise) of a batch, on the images' device: (B, H, W, C).
+
+    The same linear system, ``sum_j w_j (x_i - x_j) = 0`` over the removed pixels, solved for
+    every image and channel at once by conjugate gradients, preconditioned by a multigrid
+    V-cycle (the 8-neighbour stencil is a depthwise convolution), until each system's residual
+    is below ``tol`` times its right-hand side (3e-5: within ~0.1 of the exact solve, in pixel
+    units, on 128 px photos, where ROAD then adds noise of 2.55). Runs in float32 (or the
+    images' dtype, if wider), at most ``max_iter`` iterations (a float32 residual can stall
+    above ``tol``; a typical batch needs 10-16). ``removed`` is (B, H, W) bool.
+    """
+    dtype = torch.promote_types(images.dtype, torch.float32)
+    pixels = images.to(dtype).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last in memory
+    if pixels.shape[0] == 0:
+        return images.clone()
+    if bool(removed.flatten(1).all(dim=1).any()):
+        raise ModelError("ROAD cannot impute an image with every pixel removed (fraction < 1)")
+    free = torch.empty_like(pixels).copy_(removed[:, None].expand(pixels.shape))
+    known = pixels * (1 - free)
+    multigrid = _Multigrid(free)
+    grid = multigrid.grids[0]
+    rhs = grid.free * F.conv2d(known, grid.stencil, padding=1, groups=grid.channels)
+    tiny = torch.finfo(dtype).tiny
+    scale = torch.linalg.vector_norm(rhs, dim=(2, 3)).clamp_min(tiny)
+    x = torch.zeros_like(rhs)
+    r, z = rhs, multigrid(rhs)
+    p, rz = z, (rhs * z).sum(dim=(2, 3))
+    for _ in range(max_iter):
+        q = grid.apply(p)
+        alpha = (rz / (p * q).sum(dim=(2, 3)).clamp_min(tiny))[..., None, None]
+        x.addcmul_(alpha, p)
+        r = r - alpha * q
+        if float((torch.linalg.vector_norm(r, dim=(2, 3)) / scale).max()) <= tol:
+            break
+        z = multigrid(r)
+        rz_next = (r * z).sum(dim=(2, 3))
+        p = z.addcmul_((rz_next / rz.clamp_min(tiny))[..., None, None], p)
+        rz = rz_next
+    return (known + x).permute(0, 2, 3, 1).to(images.dtype)
+
+
+def _road_noise(
+    noise: float, seed: int, image: int, lerf: int, step: int, count: int, channels: int
+) -> np.ndarray:
+    """ROAD's noise for one (image, order, fraction), as :func:`road_impute` draws it."""
+    rng = np.random.default_rng([seed, image, lerf, step])
+    return rng.normal(0.0, noise, (count, channels))
+
+
 def road(
     model: Model, pixels: torch.Tensor, heatmaps: torch.Tensor, classes: Sequence[int], *,
     fractions: Sequence[float] = (0.2, 0.4, 0.6, 0.8), noise: float = 2.55, seed: int = 0,
-    image_ids: Sequence[int] | None = None, batch_size: int | None = None,
-    memory_budget: int | None = None,
+    image_ids: Sequence[int] | None = None, image_index: Sequence[int] | None = None,
+    batch_size: int | None = None, memory_budget: int | None = None, tol: float = 3e-5,
 ) -> dict[str, np.ndarray]:
-    """ROAD scores of each heatmap for its class: ``morf`` and ``lerf`` (N,), and their curves.
+    """ROAD scores of each heatmap for its class: ``morf`` and ``lerf`` (R,), and their curves.
 
     For every fraction p, the p * H * W most (MoRF) or least (LeRF) relevant pixels are removed
     and imputed; the score is the mean target probability over ``fractions`` (MoRF: lower is
-    better, LeRF: higher). ``noise`` is in pixel units (0..255; 2.55 = 1 % of the range). The
-    noise of image i comes from ``(seed, image_ids[i])``, so any batching gives the same result.
+    better, LeRF: higher). ``noise`` is in pixel units (0..255; 2.55 = 1 % of the range). Map r
+    explains ``pixels[image_index[r]]`` (default: map r, image r), so several maps of the same
+    images run in one call; the noise of image i comes from ``(seed, image_ids[i])``, so any
+    batching gives the same result. The imputation is :func:`road_impute_batch` (``tol``).
     """
     fractions = [float(f) for f in fractions]
     if not fractions or not all(0.0 < f < 1.0 for f in fractions):
         raise ModelError(f"ROAD fractions must lie strictly between 0 and 1, not {fractions}")
-    n, h, w = heatmaps.shape
-    ids = list(range(n)) if image_ids is None else list(image_ids)
-    order = heatmaps.reshape(n, -1).argsort(dim=1, descending=True, stable=True).cpu().numpy()
-    counts = [min(h * w - 1, max(1, round(f * h * w))) for f in fractions]
-    images = pixels.detach().float().cpu().numpy()
+    rows, h, w = heatmaps.shape
+    source = list(range(rows)) if image_index is None else [int(i) for i in image_index]
+    ids = list(range(pixels.shape[0])) if image_ids is None else [int(i) for i in image_ids]
+    if len(source) != rows or len(classes) != rows:
+        raise ModelError(f"{rows} heatmaps need one image index and one class each")
+    device = pixels.device
+    area, channels = h * w, pixels.shape[-1]
+    order = heatmaps.reshape(rows, -1).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(area, device=order.device).expand(rows, area))
+    counts = [min(area - 1, max(1, round(f * area))) for f in fractions]
     k = len(fractions)
-    jobs = n * 2 * k  # image-major; then MoRF (0) / LeRF (1); then fraction
-    probabilities = torch.empty(jobs, device=pixels.device)
-    target = torch.as_tensor(list(classes), device=pixels.device)
+    jobs = rows * 2 * k  # map-major; then MoRF (0) / LeRF (1); then fraction
+    probabilities = torch.empty(jobs, device=device)
+    target = torch.as_tensor(list(classes), device=device)
+    draws: dict[tuple[int, int, int], np.ndarray] = {}  # the same for every map of an image
 
-    def imputed(job: int) -> np.ndarray:
-        image, rest = divmod(job, 2 * k)
-        lerf, step = divmod(rest, k)
-        ranked = order[image, ::-1] if lerf else order[image]
-        removed = np.zeros(h * w, bool)
-        removed[ranked[: counts[step]]] = True
-        rng = np.random.default_rng([seed, ids[image], lerf, step])
-        return road_impute(images[image], removed.reshape(h, w), noise, rng)
+    def drawn(image: int, lerf: int, step: int) -> np.ndarray:
+        key = (image, lerf, step)
+        if key not in draws:
+            draws[key] = _road_noise(noise, seed, ids[image], lerf, step, counts[step], channels)
+        return draws[key]
 
-    for start, stop in BatchSizer(jobs, max_batch(model, (h, w), memory_budget), pixels.device,
+    for start, stop in BatchSizer(jobs, max_batch(model, (h, w), memory_budget), device,
                                   batch_size):
-        batch = torch.from_numpy(np.stack([imputed(j) for j in range(start, stop)]))
-        batch = batch.to(device=pixels.device, dtype=pixels.dtype)
-        rows = target[torch.arange(start, stop) // (2 * k)]
-        probabilities[start:stop] = model.probabilities(batch).gather(1, rows[:, None])[:, 0]
-    curves = probabilities.reshape(n, 2, k).cpu().numpy()
+        job = torch.arange(start, stop, device=rank.device)
+        row, lerf, step = job // (2 * k), (job // k) % 2, job % k
+        limit = torch.as_tensor(counts, device=rank.device)[step][:, None]
+        removed = torch.where((lerf == 0)[:, None], rank[row] < limit, rank[row] >= area - limit)
+        removed = removed.reshape(-1, h, w)
+        image = torch.as_tensor(source, device=device)[row.to(device)]
+        batch = road_impute_batch(pixels[image], removed.to(device), tol=tol)
+        if noise > 0:
+            values = np.concatenate([
+                drawn(source[int(j) // (2 * k)], int(j) // k % 2, int(j) % k)
+                for j in range(start, stop)
+            ])
+            extra = torch.zeros(batch.shape, dtype=batch.dtype, device=device)
+            extra[removed.to(device)] = torch.from_numpy(values).to(device, batch.dtype)
+            batch = batch + extra
+        probabilities[start:stop] = model.probabilities(batch).gather(
+            1, target[row.to(device)][:, None])[:, 0]
+    curves = probabilities.reshape(rows, 2, k).cpu().numpy()
     return {"morf": curves[:, 0].mean(axis=1), "lerf": curves[:, 1].mean(axis=1),
             "morf_curve": curves[:, 0], "lerf_curve": curves[:, 1],
             "fractions": np.asarray(fractions)}

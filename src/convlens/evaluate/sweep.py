@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..cam import GRADIENT_METHODS, METHODS, compute_cam, default_layer, make_method
-from ..cam.core import target_layers
+from ..cam import GRADIENT_METHODS, METHODS, default_layer, make_method
+from ..cam.core import cam_pass, target_layers
+from ..cam.maps import normalize_maps
 from ..cam.metrics import _average_drop_increase, _deletion_insertion
 from ..cam.sanity import _SEED_BASE, _groups
 from ..errors import ConvlensError, ModelError
@@ -52,8 +53,12 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
     "drop": ("avg_drop", "increase"),
     "randomization": ("randomization_rank_corr",),
 }
-#: Options that keep the one-forward-pass-per-channel methods affordable (Faster Score-CAM).
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"scorecam": {"top_k": 32}}
+#: Options that keep the one-forward-pass-per-channel methods affordable: each method's
+#: ``quick_options`` (Faster Score-CAM's top 32 channels; Ablation-CAM's copies in batches of
+#: 64, so that a busy machine's noisy timings cannot tune it down to one copy per pass).
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    name: dict(cls.quick_options) for name, cls in METHODS.items() if cls.quick_options
+}
 
 
 # -- layers and methods ----------------------------------------------------------------------
@@ -291,7 +296,7 @@ def evaluate(
         bootstrap: resamples for the 95 % CIs; seed: seeds the mosaics, the random baseline,
             ROAD's noise and the resamples: the same call gives the same table.
         chunk: images per batch of CAM calls; method_options: per-method options (default:
-            Score-CAM's ``top_k=32``); batch_size / memory_budget: the perturbed batches.
+            each method's ``quick_options``); batch_size / memory_budget: the perturbed batches.
     """
     try:
         import pandas as pd  # the optional dependency (convlens[evaluate]), checked first
@@ -351,61 +356,97 @@ def evaluate(
     seconds: dict[tuple[str, str], list[float]] = {}
     example: dict[tuple[str, str], np.ndarray] = {}
 
-    def maps(row: tuple[str, str], net: Model, x: torch.Tensor, target: list[int],
-             ids: Sequence[int]) -> torch.Tensor:
-        method, layer = row
-        if not layer:
-            return BASELINES[method](x, ids, seed)
+    cam_rows = [row for row in rows if row[1]]
+    layer_names = list(dict.fromkeys(layer for _, layer in cam_rows))
+    gradients = any(make_method(m, {}).needs_gradients for m, _ in cam_rows)
+
+    def maps(net: Model, x: torch.Tensor, target: list[int], ids: Sequence[int]
+             ) -> tuple[dict[tuple[str, str], torch.Tensor], dict[tuple[str, str], float]]:
+        """Every row's maps of a batch, and the seconds each took. The CAM rows share one
+        forward (+ backward) pass that captures all their layers (as each method's own
+        ``compute_cam`` call would compute it); a row's time is that pass plus its own work."""
+        heat: dict[tuple[str, str], torch.Tensor] = {}
+        spent: dict[tuple[str, str], float] = {}
+        for row in rows:
+            if not row[1]:
+                started = time.perf_counter()
+                heat[row] = BASELINES[row[0]](x, ids, seed)
+                spent[row] = time.perf_counter() - started
+        if not cam_rows:
+            return heat, spent
+        infos = {name: target_layers(net, name)[0] for name in layer_names}  # net's own modules
+        size = tuple(x.shape[1:3])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-zero maps: scored as they are
-            cams = compute_cam(net, x, method=method, target=target, layer=layer,
-                               **options.get(method, {}))
-        return torch.from_numpy(cams.heatmap).to(x.device)
-
-    total = len(rows) * (len(image_chunks) + len(mosaic_chunks))
-    with progress_bar("evaluate", total, progress) as advance:
-        for row in rows:
-            values: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-            seconds[row] = []
-            for part in image_chunks:
-                x, ids = pixels[part.start : part.stop], list(part)
-                target = [targets[i] for i in ids]
+            started = time.perf_counter()
+            ctx, acts, grads = cam_pass(net, x, list(infos.values()), target, gradients)
+            shared = time.perf_counter() - started
+            for method, layer in cam_rows:
                 started = time.perf_counter()
-                heat = maps(row, model, x, target, ids)
-                seconds[row].append((time.perf_counter() - started) / len(ids))
-                if "deletion" in run:
-                    rise = _deletion_insertion(model, x, heat, target, steps, "black",
-                                               batch_size, memory_budget, False)
-                    values["deletion_auc"].append(rise["deletion"])
-                    values["insertion_auc"].append(rise["insertion"])
-                if "drop" in run:
-                    drops = _average_drop_increase(model, x, heat, target, batch_size,
-                                                   memory_budget)
-                    values["avg_drop"].append(100 * drops["drop"])
-                    values["increase"].append(
-                        100 * (drops["explanation_confidence"] > drops["confidence"]))
-                if "road" in run:
-                    roads = road(model, x, heat, target, fractions=road_fractions,
-                                 noise=road_noise, seed=seed, image_ids=ids,
-                                 batch_size=batch_size, memory_budget=memory_budget)
-                    values["road_morf"].append(roads["morf"])
-                    values["road_lerf"].append(roads["lerf"])
-                if randomized is not None:
-                    again = maps(row, randomized, x, target, ids)
-                    values["randomization_rank_corr"].append(
-                        spearman_rows(heat.cpu().numpy(), again.cpu().numpy()))
-                advance(1)
-            for part in mosaic_chunks:
-                ids = [n + i for i in part]
-                heat = maps(row, model, mosaics[[i // 4 for i in part]],
+                algorithm = make_method(method, options.get(method, {}))
+                raw = algorithm.layer_map(ctx, infos[layer], acts[layer], grads.get(layer))
+                heat[method, layer] = normalize_maps([raw], size)[0]
+                spent[method, layer] = shared + time.perf_counter() - started
+        return heat, spent
+
+    def stacked(found: dict[tuple[str, str], torch.Tensor]) -> torch.Tensor:
+        return torch.cat([found[row] for row in rows])
+
+    with progress_bar("evaluate", len(image_chunks) + len(mosaic_chunks), progress) as advance:
+        values: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {
+            row: {m: [] for m in METRICS} for row in rows}
+        for row in rows:
+            seconds[row] = []
+        for part in image_chunks:
+            x, ids = pixels[part.start : part.stop], list(part)
+            target = [targets[i] for i in ids]
+            found, spent = maps(model, x, target, ids)
+            for row in rows:
+                seconds[row].append(spent[row] / len(ids))
+            # every row's maps of this chunk in one batch: row-major, image-minor
+            heat, count = stacked(found), len(ids)
+            index = [i for _ in rows for i in range(count)]
+            every = target * len(rows)
+            measured: dict[str, np.ndarray] = {}
+            if "deletion" in run:
+                rise = _deletion_insertion(model, x, heat, every, steps, "black", batch_size,
+                                           memory_budget, False, image_index=index)
+                measured["deletion_auc"], measured["insertion_auc"] = (
+                    rise["deletion"], rise["insertion"])
+            if "drop" in run:
+                drops = _average_drop_increase(model, x, heat, every, batch_size,
+                                               memory_budget, image_index=index)
+                measured["avg_drop"] = 100 * drops["drop"]
+                measured["increase"] = 100 * (
+                    drops["explanation_confidence"] > drops["confidence"])
+            if "road" in run:
+                roads = road(model, x, heat, every, fractions=road_fractions, noise=road_noise,
+                             seed=seed, image_ids=ids, image_index=index,
+                             batch_size=batch_size, memory_budget=memory_budget)
+                measured["road_morf"], measured["road_lerf"] = roads["morf"], roads["lerf"]
+            if randomized is not None:
+                again = stacked(maps(randomized, x, target, ids)[0])
+                measured["randomization_rank_corr"] = spearman_rows(
+                    heat.cpu().numpy(), again.cpu().numpy())
+            for r, row in enumerate(rows):
+                for metric, found_values in measured.items():
+                    values[row][metric].append(
+                        np.asarray(found_values)[r * count : (r + 1) * count])
+            advance(1)
+        for part in mosaic_chunks:
+            ids = [n + i for i in part]
+            found, _ = maps(model, mosaics[[i // 4 for i in part]],
                             [mosaic_targets[i] for i in part], ids)
-                values["pointing"].append(pointing_game(heat, [cells[i] for i in part]))
+            for row in rows:
+                values[row]["pointing"].append(
+                    pointing_game(found[row], [cells[i] for i in part]))
                 if part.start == 0:
-                    example[row] = heat[:4].cpu().numpy().astype(np.float16)
-                advance(1)
+                    example[row] = found[row][:4].cpu().numpy().astype(np.float16)
+            advance(1)
+        for row in rows:
             per_image[row] = {
                 m: np.concatenate(v).astype(np.float64) if v else np.zeros(0)
-                for m, v in values.items()
+                for m, v in values[row].items()
             }
 
     rng = np.random.default_rng(seed)
