@@ -31,7 +31,7 @@ import time
 
 import torch
 
-__all__ = ["prefers_channels_last", "tune_allocator"]
+__all__ = ["allocator_env", "prefers_channels_last", "tune_allocator"]
 
 # mallopt parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -60,6 +60,18 @@ def tune_allocator(keep: int = 1 << 30) -> bool:
         libc.mallopt(_M_TRIM_THRESHOLD, min(int(keep), 2**31 - 1))
     )
     return _tuned
+
+
+def allocator_env(keep: int = 1 << 30) -> dict[str, str]:
+    """:func:`tune_allocator`'s setting as environment variables, for a worker process that
+    convlens starts (a Ray actor), read by glibc when that process starts; empty when this
+    process is not tuned. Also one malloc arena: Ray runs an actor's calls in a thread of its
+    own, and a thread's arena unmaps its freed heaps whatever the thresholds (measured: 160k page
+    faults per batch of 32 on EfficientNet-Lite0 with ``mallopt`` alone, none with this)."""
+    if not _tuned:
+        return {}
+    return {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(min(int(keep), 2**31 - 1)),
+            "MALLOC_ARENA_MAX": "1"}
 
 
 #: Probe settings: networks with fewer parameters are not probed (no extra forward pass: the

@@ -6,7 +6,9 @@ merged by the driver shard by shard (in image-id order) and committed as the loc
 One actor per node (per GPU with a GPU model) runs the model with the node's cores as torch
 threads: a forward pass uses the cores better than several one-thread actors each holding a
 copy of the model. Actors ask Ray for half a CPU, so the read and decode tasks never starve (on
-2 cores, whole-CPU actors leave them no CPU and the pipeline hangs).
+2 cores, whole-CPU actors leave them no CPU and the pipeline hangs). When this process's allocator
+is tuned (the ``convlens`` command), the actors' processes start with the same setting
+(``runtime.allocator_env``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import runtime
+from ..runtime import allocator_env
 from .aggregate import Partial, Scanner
 from .sources import FileSource, ScanError, decode
 
@@ -54,11 +58,15 @@ def _decode_rows(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[st
 class ScanActor:
     """Holds the model; turns a batch of decoded rows into one packed Partial per shard."""
 
-    def __init__(self, scanner: Scanner, threads: int | None = None):
+    def __init__(self, scanner: Scanner, threads: int | None = None, tune: bool = False):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
+        if tune:  # the driver's allocator setting (the convlens command's), in this process too
+            from ..runtime import tune_allocator
+
+            tune_allocator()
         self.scanner = scanner
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -152,9 +160,10 @@ def ray_shards(
             .map_batches(_decode_rows, batch_size=plan.batch_size,
                          fn_kwargs={"size": tuple(plan.model.input_size)})
             .map_batches(
-                ScanActor, fn_constructor_args=(plan.scanner, threads),
+                ScanActor, fn_constructor_args=(plan.scanner, threads, bool(runtime._tuned)),
                 batch_size=plan.batch_size, compute=ray.data.ActorPoolStrategy(size=slots),
                 **({"num_gpus": 1} if gpu else {"num_cpus": 0.5}),
+                **({"runtime_env": {"env_vars": env}} if (env := allocator_env()) else {}),
             )
         )
         waiting: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
