@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import ray
@@ -66,3 +67,31 @@ def test_ray_engine_equals_local(ray_cluster, tmp_path):
     assert on_ray.manifest["engine"] == "ray"
     assert on_ray.manifest["model"]["fingerprint"] == local.manifest["model"]["fingerprint"]
     same_tables(local, on_ray)
+
+
+def test_parts_merge_in_data_order_whatever_order_they_arrive():
+    """The driver merges a shard's parts in row order as they come, so the actors' finishing
+    order cannot change a single bit of the tables."""
+    from convlens.scan.aggregate import Scanner
+    from convlens.scan.ray_engine import _InOrder, _pack
+
+    model = cl.load_model(tiny_convnet(classes=2, seed=2), input_size=(16, 16),
+                          preprocess="unit", name="tiny")
+    layers = [i for i in model.resolve("conv") if i.spatial and i.channels]
+    scanner = Scanner(model, layers, top_k=3, rank="max", classes=2, cam=False)
+    pixels = torch.rand(12, 16, 16, 3, generator=torch.Generator().manual_seed(0)) * 255
+    labels = np.array([0, 1] * 6)
+    cuts = [(0, 5), (5, 7), (7, 12)]  # three parts of 5, 2 and 5 rows
+    parts = [scanner.batch(pixels[a:b], np.arange(a, b), labels[a:b]) for a, b in cuts]
+    in_order = scanner.empty()
+    for part in parts:
+        in_order = in_order.merge(part, 3)
+    position = {i: i for i in range(12)}
+    merging = _InOrder(scanner, 0, position)
+    for index in (2, 0, 1):
+        a, b = cuts[index]
+        merging.add(a, b - a, _pack(parts[index]))
+        assert merging.next == (0 if index == 2 else cuts[index][1] if index == 0 else 12)
+    got = merging.result().to_arrays()
+    for key, value in in_order.to_arrays().items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
