@@ -127,11 +127,13 @@ class Partial:
             out[theirs] += b
             return out
 
-        layers = {
-            name: _merge_layer(lp, other.layers[name], k, spread(lp.class_sum,
-                                                                 other.layers[name].class_sum))
-            for name, lp in self.layers.items()
-        }
+        names = list(self.layers)
+        merged = _merge_layer(
+            _joined([self.layers[n] for n in names]), _joined([other.layers[n] for n in names]),
+            k, spread(_cat_columns([self.layers[n].class_sum for n in names]),
+                      _cat_columns([other.layers[n].class_sum for n in names])),
+        )
+        layers = _split(merged, names, [self.layers[n].fire.shape[0] for n in names])
         return Partial(
             layers,
             np.concatenate([self.image_id, other.image_id]),
@@ -190,6 +192,35 @@ class Partial:
         )
 
 
+_FIELDS = ("fire", "mean", "m2", "max", "class_sum", "top_value", "top_id", "top_y", "top_x")
+
+
+def _cat_columns(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
+
+
+def _joined(parts: list[LayerPartial]) -> LayerPartial:
+    """Layers side by side as one (their channels concatenated): merged with one set of NumPy
+    calls instead of one per layer (49 layers: 20 ms a batch → 2 ms)."""
+    if len(parts) == 1:
+        return parts[0]
+    return LayerPartial(parts[0].count, *(
+        _cat_columns([getattr(p, key) for p in parts]) for key in _FIELDS
+    ))
+
+
+def _split(joined: LayerPartial, names: list[str], channels: list[int]) -> dict[str, LayerPartial]:
+    """The layers of a :func:`_joined` partial (views of its arrays)."""
+    out = {}
+    start = 0
+    for name, c in zip(names, channels):
+        out[name] = LayerPartial(joined.count, *(
+            getattr(joined, key)[..., start:start + c] for key in _FIELDS
+        ))
+        start += c
+    return out
+
+
 def _cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     if a is None or b is None:
         return b if a is None else a
@@ -229,16 +260,16 @@ class Scanner:
         self.classes = classes
         self.cam = cam
         self.cam_layer = cam_layer
-        #: per layer: the (k, C) values and ids of the best images seen so far, for ``batch``
-        self._best: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        #: the (k, all channels) values and ids of the best images seen so far, for ``batch``
+        self._best: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:  # a copy (e.g. a Ray actor's) starts with nothing seen
-        return {**self.__dict__, "_best": {}}
+        return {**self.__dict__, "_best": None}
 
     def reset(self) -> None:
         """Forget the images seen: a run starts here (its partials are merged with each other
         and with committed shards only, never with an earlier run's lost ones)."""
-        self._best = {}
+        self._best = None
 
     def empty(self) -> Partial:
         return Partial({
@@ -278,12 +309,7 @@ class Scanner:
         classes, rows = np.unique(labels, return_inverse=True)
         known = classes >= 0
         rows = np.where(labels >= 0, rows - (~known).sum(), -1)  # row in classes[known], or -1
-        layers = {
-            info.name: self._layer(
-                outputs[info.name].detach(), ids, rows, int(known.sum()), info.name
-            )
-            for info in self.layers
-        }
+        layers = self._layers(outputs, ids, rows, int(known.sum()))
         part = Partial(
             layers, np.asarray(ids, np.int64), labels, prediction.cpu().numpy().astype(np.int64),
             score.cpu().numpy().astype(np.float32), classes[known],
@@ -302,40 +328,59 @@ class Scanner:
 
         return target_layers(self.model, self.cam_layer)[0]
 
-    def _layer(
-        self, tensor: torch.Tensor, ids: np.ndarray, rows: np.ndarray, classes: int,
-        name: str,
-    ) -> LayerPartial:
+    def _layers(
+        self, outputs: dict[str, torch.Tensor], ids: np.ndarray, rows: np.ndarray, classes: int,
+    ) -> dict[str, LayerPartial]:
+        """Every layer's statistics of one batch. The per-channel summaries (spatial max and
+        mean) are taken layer by layer in torch; everything after that runs once over all
+        layers' channels side by side (one set of NumPy calls, not one per layer)."""
         k = self.top_k
-        tensor = self.model.nchw(tensor)  # a view, whatever the memory layout
-        n, c, h, w = tensor.shape
-        # max and mean from one (N, H*W, C) or (N, C, H*W) view, in the map's own memory order
-        if tensor.is_contiguous() or not tensor.is_contiguous(memory_format=torch.channels_last):
-            flat, axis = tensor.reshape(n, c, h * w), 2
-        else:
-            flat, axis = tensor.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
-        smax, smean = (t.double().cpu().numpy() for t in _max_mean(flat, axis))
+        flats, smaxes, smeans, widths = [], [], [], []
+        for info in self.layers:
+            tensor = self.model.nchw(outputs[info.name].detach())  # a view, any memory layout
+            n, c, h, w = tensor.shape
+            # max and mean from one (N, H*W, C) or (N, C, H*W) view, in the map's memory order
+            if tensor.is_contiguous() or not tensor.is_contiguous(
+                memory_format=torch.channels_last
+            ):
+                flat, axis = tensor.reshape(n, c, h * w), 2
+            else:
+                flat, axis = tensor.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
+            smax, smean = _max_mean(flat, axis)
+            flats.append((flat, axis))
+            smaxes.append(smax)
+            smeans.append(smean)
+            widths.append(w)
+        channels = [t.shape[1] for t in smaxes]
+        smax = torch.cat(smaxes, dim=1).double().cpu().numpy()  # (N, all channels)
+        smean = torch.cat(smeans, dim=1).double().cpu().numpy()
+        n, total = smax.shape
         mean = smean.mean(axis=0)
-        class_sum = np.zeros((classes, c))
-        known = rows >= 0
-        np.add.at(class_sum, rows[known], smean[known])
+        onehot = np.zeros((classes, n))  # class sums as one product (np.add.at: 7 ms)
+        known = np.nonzero(rows >= 0)[0]
+        onehot[rows[known], known] = 1.0
+        class_sum = onehot @ smean
         part = LayerPartial(
             n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
-            class_sum, np.full((k, c), -np.inf), np.full((k, c), NO_IMAGE, np.int64),
-            np.zeros((k, c), np.int32), np.zeros((k, c), np.int32),
+            class_sum, np.full((k, total), -np.inf), np.full((k, total), NO_IMAGE, np.int64),
+            np.zeros((k, total), np.int32), np.zeros((k, total), np.int32),
         )
+        names = [info.name for info in self.layers]
         # the top-k: an image enters only if it beats the k-th entry of everything this scanner
         # has seen (one comparison rejects most); the final merge would drop the others anyway
         value = smax if self.rank == "max" else smean
         ids = np.asarray(ids, np.int64)
-        best_value, best_id = self._best.setdefault(
-            name, (np.full((k, c), -np.inf), np.full((k, c), NO_IMAGE, np.int64))
-        )
+        if self._best is None:
+            self._best = (np.full((k, total), -np.inf), np.full((k, total), NO_IMAGE, np.int64))
+        best_value, best_id = self._best
         floor_value, floor_id = best_value[-1], best_id[-1]
-        enters = (value > floor_value) | ((value == floor_value) & (ids[:, None] < floor_id))
+        enters = value > floor_value
+        tied = value == floor_value  # (at the start: -inf, never equal) an id decides
+        if tied.any():
+            enters |= tied & (ids[:, None] < floor_id)
         cols = np.nonzero(enters.any(axis=0))[0]
         if not len(cols):
-            return part
+            return _split(part, names, channels)
         sub = np.where(enters[:, cols], value[:, cols], -np.inf)
         sub_ids = np.where(enters[:, cols], ids[:, None], NO_IMAGE)
         order = _top(sub, sub_ids, k)  # (min(k, n), cols): rows of the batch
@@ -344,24 +389,30 @@ class Scanner:
         taken = top_id != NO_IMAGE
         part.top_value[:len(order), cols] = np.where(taken, top_value, -np.inf)
         part.top_id[:len(order), cols] = top_id
-        # the argmax position, only for the (image, channel) maps that entered the top-k
+        # the argmax position, only for the (image, channel) maps that entered the top-k, layer
+        # by layer and image by image (each image's map is read while it is cached)
         rank, col = np.nonzero(taken)
-        image, channel = order[rank, col], cols[col]
-        # image by image (half the gather's cost: each image's map is read while it is cached)
-        by_image = np.lexsort((channel, image))
-        rank, image, channel = rank[by_image], image[by_image], channel[by_image]
-        maps = flat[torch.as_tensor(image), :, torch.as_tensor(channel)] if axis == 1 else (
-            flat[torch.as_tensor(image), torch.as_tensor(channel)])  # (M, H*W)
-        where = maps.argmax(dim=1).cpu().numpy()  # the first maximum
-        part.top_y[rank, channel] = where // w
-        part.top_x[rank, channel] = where % w
+        image, column = order[rank, col], cols[col]
+        starts = np.cumsum([0, *channels])
+        layer = np.searchsorted(starts, column, side="right") - 1
+        by_image = np.lexsort((column, image, layer))
+        rank, image, column, layer = (a[by_image] for a in (rank, image, column, layer))
+        bounds = np.searchsorted(layer, np.arange(len(channels) + 1))
+        for i in np.nonzero(np.diff(bounds))[0]:
+            at = slice(bounds[i], bounds[i + 1])
+            (flat, axis), w = flats[i], widths[i]
+            pick = torch.as_tensor(image[at]), torch.as_tensor(column[at] - starts[i])
+            maps = flat[pick[0], :, pick[1]] if axis == 1 else flat[pick]  # (M, H*W)
+            where = maps.argmax(dim=1).cpu().numpy()  # the first maximum
+            part.top_y[rank[at], column[at]] = where // w
+            part.top_x[rank[at], column[at]] = where % w
         # carry the running top-k (values and ids only) to the next batch
         both_value = np.concatenate([best_value[:, cols], part.top_value[:, cols]])
         both_id = np.concatenate([best_id[:, cols], part.top_id[:, cols]])
         keep = _top(both_value, both_id, k)
         best_value[:, cols] = np.take_along_axis(both_value, keep, axis=0)
         best_id[:, cols] = np.take_along_axis(both_id, keep, axis=0)
-        return part
+        return _split(part, names, channels)
 
     def _cams(
         self, part: Partial, logits: torch.Tensor, leaf: torch.Tensor, size: tuple[int, int]
