@@ -95,3 +95,29 @@ def test_parts_merge_in_data_order_whatever_order_they_arrive():
     got = merging.result().to_arrays()
     for key, value in in_order.to_arrays().items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_an_actor_call_gives_one_part_per_run_of_consecutive_rows():
+    """Rows of two shards and two separate runs (as two blocks handed over at once would be):
+    each part covers consecutive ids, so the driver can merge parts in row order."""
+    from convlens.scan.aggregate import Scanner
+    from convlens.scan.ray_engine import ScanActor, _unpack
+
+    model = cl.load_model(tiny_convnet(classes=2, seed=2), input_size=(16, 16),
+                          preprocess="unit", name="tiny")
+    layers = [i for i in model.resolve("conv") if i.spatial and i.channels]
+    actor = ScanActor(Scanner(model, layers, top_k=2, rank="max", classes=2, cam=False))
+    ids = np.array([8, 9, 2, 3, 4, 10])  # shard 0: 2-4 and 8-9; shard 1: 10
+    batch = {
+        "id": ids, "shard": np.where(ids >= 10, 1, 0), "label": ids % 2,
+        "path": np.array([f"{i}.png" for i in ids], dtype=object),
+        "pixels": np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)).astype(np.float32),
+        "error": np.array(["", "", "", "broken", "", ""], dtype=object),
+    }
+    out = actor(batch)
+    assert out["shard"].tolist() == [0, 0, 1]
+    assert out["first"].tolist() == [2, 8, 10]
+    assert out["count"].tolist() == [3, 2, 1]
+    parts = [_unpack(blob) for blob in out["blob"]]
+    assert [p.image_id.tolist() for p in parts] == [[2, 4], [8, 9], [10]]
+    assert parts[0].skipped == [(3, "3.png", "broken")]

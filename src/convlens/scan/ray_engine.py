@@ -55,7 +55,9 @@ def _decode_rows(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[st
 
 
 class ScanActor:
-    """Holds the model; turns a batch of decoded rows into one packed Partial per shard."""
+    """Holds the model; turns a batch of decoded rows into packed Partials, one per run of
+    consecutive image ids within a shard (a block is one such run; should Ray ever hand over
+    two blocks at once, each part still covers consecutive rows, as the driver's merge needs)."""
 
     def __init__(self, scanner: Scanner, threads: int | None = None):
         import torch
@@ -66,8 +68,11 @@ class ScanActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, counts, firsts, blobs = [], [], [], []
-        for shard in np.unique(batch["shard"]):
-            rows = np.nonzero(batch["shard"] == shard)[0]
+        order = np.lexsort((batch["id"], batch["shard"]))
+        ids, shard_of = batch["id"][order], batch["shard"][order]
+        cuts = np.nonzero((np.diff(ids) != 1) | (np.diff(shard_of) != 0))[0] + 1
+        for rows in np.split(order, cuts):
+            shard = batch["shard"][rows[0]]
             ok = [r for r in rows if not batch["error"][r]]
             if ok:
                 model = self.scanner.model
