@@ -79,3 +79,56 @@ def test_memory_budget_bounds_the_batch(tiny_model):
     assert max_batch(tiny_model, (32, 32), memory_budget=1) == 1
     with pytest.raises(cl.ModelError, match="memory_budget must be a positive"):
         max_batch(tiny_model, (32, 32), memory_budget=0)
+
+
+# -- CPU passes in chunks under glibc's mmap ceiling ----------------------------------------------
+MIB = 1 << 20
+
+
+def test_host_chunk_keeps_each_output_under_the_mmap_ceiling(monkeypatch):
+    from convlens import runtime
+
+    monkeypatch.setattr(runtime, "_tuned", False)
+    monkeypatch.setattr(runtime, "_glibc", lambda: True)
+    per_image = 96 * 112 * 112 * 4  # EfficientNet-Lite0's largest output: 4.59 MiB
+    # 0.85 x 32 MiB holds 5 such images: 8 go as 4 + 4, 32 as 7 x 4 + 4 (ceil(32 / 7) = 5 each)
+    assert runtime.host_chunk(8, per_image, CPU) == 4
+    assert runtime.host_chunk(32, per_image, CPU) == 5
+    assert runtime.host_chunk(5, per_image, CPU) == 5  # fits as it is
+    assert runtime.host_chunk(8, 40 * MIB, CPU) == 8  # one image is over already: no gain
+    assert runtime.host_chunk(8, per_image, torch.device("meta")) == 8  # not the host's heap
+    monkeypatch.setattr(runtime, "_tuned", True)
+    assert runtime.host_chunk(8, per_image, CPU) == 8  # a tuned allocator maps nothing
+
+
+@pytest.mark.parametrize("target", [None, "top-2"])
+def test_passes_in_chunks_give_the_maps_of_one_pass(monkeypatch, target):
+    from convlens import runtime
+    from convlens.gradients import largest_output_bytes
+
+    from .conftest import tiny_convnet
+
+    model = cl.load_model(tiny_convnet(classes=3, seed=1), input_size=(24, 24),
+                          preprocess="unit", name="tiny")
+    pixels = torch.rand(5, 24, 24, 3, generator=torch.Generator().manual_seed(0)) * 255
+    whole = {m: model.cam(pixels, method=m, target=target) for m in ("gradcam", "layercam")}
+    chunks = []
+    monkeypatch.setattr(runtime, "_tuned", False)
+    monkeypatch.setattr(runtime, "_glibc", lambda: True)
+    largest = largest_output_bytes(model)  # a ceiling that holds 2 images' outputs
+    ceiling = int(2.5 * largest / runtime.HOST_CHUNK_SHARE)
+    monkeypatch.setattr(runtime, "GLIBC_MMAP_CEILING", ceiling)
+    capture = type(model.capture([]))
+    real_run = capture.run
+
+    def counted(self, inputs, *args, **kwargs):
+        chunks.append(inputs.shape[0])
+        return real_run(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(capture, "run", counted)
+    for method, expected in whole.items():
+        got = model.cam(pixels, method=method, target=target)
+        torch.testing.assert_close(torch.from_numpy(got.heatmap),
+                                   torch.from_numpy(expected.heatmap), rtol=1e-5, atol=1e-6)
+        assert got.target == expected.target
+    assert chunks[:3] == [2, 2, 1]

@@ -8,17 +8,19 @@ gradient is ever computed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .runtime import host_chunk
 from .targets import TargetPlan, as_logits, resolve_targets, score_rows
 
 if TYPE_CHECKING:
     from .models import LayerInfo, Model
 
-__all__ = ["layer_gradients", "repeat_rows"]
+__all__ = ["largest_output_bytes", "layer_gradients", "repeat_rows"]
 
 
 def repeat_rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
@@ -27,6 +29,25 @@ def repeat_rows(tensor: torch.Tensor, k: int) -> torch.Tensor:
 
 
 Tensors = dict[str, torch.Tensor]
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _cat_outputs(outputs: list[Any]) -> Any:
+    """The chunks' network outputs as one (a tensor, or a tuple / list of tensors)."""
+    first = outputs[0]
+    if isinstance(first, (tuple, list)):
+        return type(first)(_cat_outputs(list(parts)) for parts in zip(*outputs))
+    return torch.cat(outputs)
+
+
+def largest_output_bytes(model: Model) -> int:
+    """The largest layer output of one image, in bytes (0 when the trace lists no shapes)."""
+    numel = max((math.prod(i.output_shape[1:]) for i in model.layers() if i.output_shape),
+                default=0)
+    return numel * torch.empty((), dtype=model.dtype).element_size()
+
 
 def layer_gradients(
     model: Model, net_input: torch.Tensor, infos: Sequence[LayerInfo], target: Any
@@ -45,17 +66,25 @@ def layer_gradients(
     plan: TargetPlan | None = None
     logits = scores = None
     pending = list(infos)
+    n = net_input.shape[0]
+    size = host_chunk(n, largest_output_bytes(model), net_input.device)
     while pending:
+        # the forward in chunks of ``size`` images (see runtime.host_chunk); every chunk's
+        # leaves stay in the graph, and the targets are resolved on all rows at once
+        chunks: list[dict[str, torch.Tensor]] = []
+        outputs = []
         with model.capture(pending, grad_from=pending) as cap:
-            output = cap.run(net_input)
+            for start in range(0, n, size):
+                outputs.append(cap.run(net_input[start:start + size]))
+                chunks.append(dict(cap.outputs))
         with torch.enable_grad():
+            output = outputs[0] if len(outputs) == 1 else _cat_outputs(outputs)
             out = as_logits(model, output)
             if plan is None:
                 plan = resolve_targets(model, target, out)
                 logits = out.detach()
-            leaves = {n: t for n, t in cap.outputs.items() if t.requires_grad}
-            names = list(leaves)
-            inputs = [leaves[n] for n in names]
+            names = [name for name, t in chunks[0].items() if t.requires_grad]
+            inputs = [chunk[name] for name in names for chunk in chunks]
             rounds: list[list[torch.Tensor]] = []
             round_scores = []
             for r in range(plan.k):
@@ -67,22 +96,22 @@ def layer_gradients(
                         score.sum(), inputs, retain_graph=keep, allow_unused=True
                     )
                 else:  # the score does not depend on the layer
-                    found = (None,) * len(names)
-                rounds.append([
-                    torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(names, found)
-                ])
+                    found = (None,) * len(inputs)
+                found = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, found)]
+                per = len(chunks)
+                rounds.append([_cat(found[j * per:(j + 1) * per]) for j in range(len(names))])
         if scores is None:
             scores = torch.stack(round_scores, dim=1).reshape(-1)
         for j, name in enumerate(names):
-            a = model.nchw(leaves[name].detach()).float()
+            a = model.nchw(_cat([chunk[name].detach() for chunk in chunks])).float()
             acts[name] = repeat_rows(a, plan.k)
             if plan.k == 1:
                 grads[name] = model.nchw(rounds[0][j]).float()
             else:  # row i * k + r: image i, round r
                 g = torch.stack([model.nchw(rd[j]).float() for rd in rounds], dim=1)
                 grads[name] = g.reshape(-1, *g.shape[2:])
-        pending = [info for info in pending if info.name not in leaves]
-        del cap, output, out, leaves
+        pending = [info for info in pending if info.name not in names]
+        del cap, chunks, outputs, output, out, inputs
     assert plan is not None and logits is not None and scores is not None
     return acts, grads, logits, plan, scores
 

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-__all__ = ["allocator_env", "prefers_channels_last", "tune_allocator"]
+__all__ = ["allocator_env", "host_chunk", "prefers_channels_last", "tune_allocator"]
 
 # mallopt parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -72,6 +72,36 @@ def allocator_env(keep: int = 1 << 30) -> dict[str, str]:
         return {}
     return {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(min(int(keep), 2**31 - 1)),
             "MALLOC_ARENA_MAX": "1"}
+
+
+#: glibc's largest adaptive mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit): a block above
+#: it is always a fresh ``mmap``, page-faulted in on every call and unmapped on free.
+GLIBC_MMAP_CEILING = 32 << 20
+#: the share of that ceiling a chunk's largest layer output may use (padding copies and
+#: functional ops a little larger than the listed layer outputs stay under it too)
+HOST_CHUNK_SHARE = 0.85
+
+
+def host_chunk(batch: int, largest_output_bytes: int, device: torch.device) -> int:
+    """Images per forward pass on the CPU so that no layer output exceeds glibc's mmap
+    ceiling (``batch`` itself elsewhere, or when one image's output already does).
+
+    A layer output above 32 MiB is mapped afresh and faulted in on every call whatever the
+    process did before (EfficientNet-Lite0's 96-channel 112x112 expansion: 4.6 MiB per image,
+    two 36.75 MiB blocks at batch 8, 18.8k page faults a call); below it glibc reuses freed
+    heap memory. Passes in chunks give the same numbers per image.
+    """
+    if device.type != "cpu" or largest_output_bytes <= 0 or _tuned or not _glibc():
+        return batch  # (a tuned allocator maps nothing: no need to cut the batch)
+    fits = int(GLIBC_MMAP_CEILING * HOST_CHUNK_SHARE) // largest_output_bytes
+    if fits < 1 or fits >= batch:
+        return batch
+    pieces = -(-batch // fits)
+    return -(-batch // pieces)  # even chunks: 8 images that fit 5 at a time go as 4 + 4
+
+
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 #: Probe settings: networks with fewer parameters are not probed (no extra forward pass: the

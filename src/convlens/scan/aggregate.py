@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..gradients import largest_output_bytes
+from ..runtime import host_chunk
 from ..targets import as_logits, resolve_targets, score_rows
 
 if TYPE_CHECKING:
@@ -290,6 +292,15 @@ class Scanner:
         """
         model = self.model
         labels = np.asarray(labels, np.int64)
+        n = pixels.shape[0]
+        size = host_chunk(n, largest_output_bytes(model), pixels.device)
+        if size < n:  # passes in chunks under glibc's mmap ceiling (runtime.host_chunk)
+            part = self.batch(pixels[:size], ids[:size], labels[:size])
+            for start in range(size, n, size):
+                stop = start + size
+                part = part.merge(self.batch(pixels[start:stop], ids[start:stop],
+                                             labels[start:stop]), self.top_k)
+            return part
         cam = self.cam and bool((labels >= 0).any())
         if cam:
             cam_info = self._cam_info()
