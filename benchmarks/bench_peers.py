@@ -46,9 +46,15 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   12,200; after one 32 MB block was allocated and freed (the threshold at its ceiling)
   convlens faults 2,400-3,500. Only keeping freed memory (tune_allocator) reaches 0.
 - Blocks above 32 MB (glibc's ceiling for the dynamic threshold) are always mapped afresh: at
-  b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faults ~34,000 pages
-  per image (b8: ~5,900). Running a big batch in chunks whose blocks stay under 32 MB would cut
-  that (not done here: the batching lives in cam/).
+  b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faulted ~34,000 pages
+  per image (b8: ~5,900); EfficientNet-Lite0's 96-channel 112x112 expansion is 36.75 MiB at b8
+  (strace of one call: two such mmaps, 18.8k pages, and the heap's top moving 20 times over
+  70 MB). ``runtime.host_chunk`` now runs CPU batches in even chunks whose largest output stays
+  under the ceiling (fresh processes, default malloc, ms per image: EfficientNet-Lite0 b8
+  20.2-20.8 -> 14.7-17.2, b32 30.1 -> 11.7; ResNet-50 b32 77.6 -> 57.9). What is left at b8 is
+  the heap's top being trimmed and grown again between calls, which depends on what the
+  process allocated before (the same call faults 0 or 3,500 pages per image in two fresh
+  processes); only keeping freed memory (tune_allocator) removes it for certain.
 - Why not a scoped ``mallopt`` around each call: glibc's ``mallopt`` cannot be read back, and
   any call to it (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches the dynamic mmap threshold
   off for the rest of the process (``mp_.no_dyn_threshold = 1``), so "restoring" leaves the

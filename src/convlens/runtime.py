@@ -20,6 +20,12 @@ glibc's ``mallopt`` cannot be read back, and any call to it switches glibc's dyn
 threshold off for the rest of the process, so a "scoped" setting would not restore the
 allocator the process had (and, trimmed after each call, it faulted more than the default at
 batch 8; see benchmarks/bench_peers.py).
+
+What convlens does without touching the allocator: :func:`host_chunk` cuts a CPU batch into
+even chunks whose largest layer output stays under glibc's 32 MiB ceiling, above which a block
+is mapped afresh on every call whatever the process did before (the CAM pass and the scan use
+it). A worker process convlens starts (a Ray actor) gets this process's setting through
+:func:`allocator_env`.
 """
 
 from __future__ import annotations
