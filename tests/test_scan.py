@@ -350,14 +350,26 @@ def test_receptive_fields_where_the_net_branches():
         assert tuple(box) == gradient_box(model, after, y, x, trials=4)
 
 
-@pytest.mark.parametrize("channels", [16, 24, 32, 40, 144])
-@pytest.mark.parametrize("positions", [12, 7, 64])
-def test_the_spatial_max_of_grouped_channels_is_the_max(channels, positions):
-    """The scan's max over (N, H*W, C) views puts g positions side by side for speed; the
-    numbers are torch's amax, whatever C and H*W (odd H*W: no grouping)."""
-    from convlens.scan.aggregate import _max_mean
-
-    flat = torch.randn(5, positions, channels, generator=torch.Generator().manual_seed(0))
-    got_max, got_mean = _max_mean(flat, 1)
-    assert torch.equal(got_max, flat.amax(dim=1))
-    assert torch.equal(got_mean, flat.mean(dim=1))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_map_with_tied_maxima_is_placed_at_the_first(tmp_path, channels_last):
+    """Channel 0 is constant (every position ties): its top-k position is the first, (0, 0),
+    as argmax gives it, in either memory format; channel 1 peaks where the image does."""
+    conv = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([0.5, 0.0]))
+        conv.weight[1, 0, 0, 0] = 1.0  # channel 1: the red channel
+    net = torch.nn.Sequential(conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(2, 2)).eval()
+    model = cl.load_model(net, input_size=(8, 8), preprocess="unit",
+                          channels_last=channels_last)
+    images = np.zeros((3, 8, 8, 3), np.float32)
+    for i, (y, x) in enumerate([(2, 5), (7, 1), (4, 4)]):
+        images[i, y, x, 0] = 100.0 * (i + 1)
+        images[i, 6, 6, 0] = 100.0 * (i + 1)  # a tie: the first in row-major order wins
+    result = scan(model, [(torch.from_numpy(images), None)], tmp_path / "s", layers=["0"],
+                  top_k=3, cam=False)
+    top = result.topk.set_index(["channel", "rank"])
+    assert top.loc[0, ["y", "x"]].values.tolist() == [[0, 0]] * 3
+    # image 1's (7, 1) comes after (6, 6); the others' peaks come first
+    assert top.loc[1, ["image", "y", "x"]].values.tolist() == [[2, 4, 4], [1, 6, 6], [0, 2, 5]]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..gradients import largest_output_bytes
 from ..runtime import host_chunk
@@ -342,29 +343,32 @@ class Scanner:
     def _layers(
         self, outputs: dict[str, torch.Tensor], ids: np.ndarray, rows: np.ndarray, classes: int,
     ) -> dict[str, LayerPartial]:
-        """Every layer's statistics of one batch. The per-channel summaries (spatial max and
-        mean) are taken layer by layer in torch; everything after that runs once over all
-        layers' channels side by side (one set of NumPy calls, not one per layer)."""
+        """Every layer's statistics of one batch. Per layer, torch takes the spatial max with
+        its position (one max-pooling pass, the first maximum as ``argmax``) and the mean;
+        everything after that runs once over all layers' channels side by side (one set of
+        NumPy calls, not one per layer)."""
         k = self.top_k
-        flats, smaxes, smeans, widths = [], [], [], []
+        smaxes, wheres, smeans, widths = [], [], [], []
         for info in self.layers:
             tensor = self.model.nchw(outputs[info.name].detach())  # a view, any memory layout
             n, c, h, w = tensor.shape
-            # max and mean from one (N, H*W, C) or (N, C, H*W) view, in the map's memory order
+            smax, where = F.adaptive_max_pool2d(tensor, 1, return_indices=True)
+            # the mean from an (N, H*W, C) or (N, C, H*W) view, in the map's memory order
             if tensor.is_contiguous() or not tensor.is_contiguous(
                 memory_format=torch.channels_last
             ):
-                flat, axis = tensor.reshape(n, c, h * w), 2
+                smean = tensor.reshape(n, c, h * w).float().mean(dim=2)
             else:
-                flat, axis = tensor.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
-            smax, smean = _max_mean(flat, axis)
-            flats.append((flat, axis))
-            smaxes.append(smax)
+                smean = tensor.permute(0, 2, 3, 1).reshape(n, h * w, c).float().mean(dim=1)
+            smaxes.append(smax.reshape(n, c))
+            wheres.append(where.reshape(n, c))
             smeans.append(smean)
-            widths.append(w)
+            widths.append(np.full(c, w, np.int64))
         channels = [t.shape[1] for t in smaxes]
         smax = torch.cat(smaxes, dim=1).double().cpu().numpy()  # (N, all channels)
         smean = torch.cat(smeans, dim=1).double().cpu().numpy()
+        where = torch.cat(wheres, dim=1).cpu().numpy()  # (N, all channels): h * W + w
+        width = np.concatenate(widths)
         n, total = smax.shape
         mean = smean.mean(axis=0)
         onehot = np.zeros((classes, n))  # class sums as one product (np.add.at: 7 ms)
@@ -400,23 +404,12 @@ class Scanner:
         taken = top_id != NO_IMAGE
         part.top_value[:len(order), cols] = np.where(taken, top_value, -np.inf)
         part.top_id[:len(order), cols] = top_id
-        # the argmax position, only for the (image, channel) maps that entered the top-k, layer
-        # by layer and image by image (each image's map is read while it is cached)
+        # the argmax position of the (image, channel) maps that entered the top-k
         rank, col = np.nonzero(taken)
         image, column = order[rank, col], cols[col]
-        starts = np.cumsum([0, *channels])
-        layer = np.searchsorted(starts, column, side="right") - 1
-        by_image = np.lexsort((column, image, layer))
-        rank, image, column, layer = (a[by_image] for a in (rank, image, column, layer))
-        bounds = np.searchsorted(layer, np.arange(len(channels) + 1))
-        for i in np.nonzero(np.diff(bounds))[0]:
-            at = slice(bounds[i], bounds[i + 1])
-            (flat, axis), w = flats[i], widths[i]
-            pick = torch.as_tensor(image[at]), torch.as_tensor(column[at] - starts[i])
-            maps = flat[pick[0], :, pick[1]] if axis == 1 else flat[pick]  # (M, H*W)
-            where = maps.argmax(dim=1).cpu().numpy()  # the first maximum
-            part.top_y[rank[at], column[at]] = where // w
-            part.top_x[rank[at], column[at]] = where % w
+        position, w = where[image, column], width[column]
+        part.top_y[rank, column] = position // w
+        part.top_x[rank, column] = position % w
         # carry the running top-k (values and ids only) to the next batch
         both_value = np.concatenate([best_value[:, cols], part.top_value[:, cols]])
         both_id = np.concatenate([best_id[:, cols], part.top_id[:, cols]])
@@ -467,41 +460,6 @@ class Scanner:
         if kept != size:
             heat = torch.nn.functional.interpolate(heat[:, None], size=kept, mode="area")[:, 0]
         return heat.double().cpu().numpy()
-
-
-#: Spatial max and mean are taken this many elements at a time (2 MB of float32), so the mean
-#: reads what the max just brought into the cache.
-CHUNK = 1 << 19
-
-
-def _amax(flat: torch.Tensor, axis: int) -> torch.Tensor:
-    """``flat.amax(dim=axis)``, the same numbers. Over the middle axis of (N, H*W, C) maps,
-    torch's CPU max is vectorized only over whole groups of 32 channels (C = 16, 24, 40, 144:
-    3-15x slower than the mean); a view of g positions side by side (g*C a multiple of 32)
-    and a max over the g groups is as fast as the mean."""
-    if axis != 1:
-        return flat.amax(dim=axis)
-    n, positions, c = flat.shape
-    g = 1
-    while (g * c) % 32 and positions % (2 * g) == 0:
-        g *= 2
-    if g == 1:
-        return flat.amax(dim=1)
-    return flat.reshape(n, positions // g, g * c).amax(dim=1).reshape(n, g, c).amax(dim=1)
-
-
-def _max_mean(flat: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The max and the (float32) mean of (N, ...) maps over ``axis``, a few images at a time."""
-    n = flat.shape[0]
-    per = max(1, CHUNK // max(1, flat[0].numel()))
-    if per >= n:
-        return _amax(flat, axis), flat.float().mean(dim=axis)
-    maxes, means = [], []
-    for start in range(0, n, per):
-        part = flat[start:start + per]
-        maxes.append(_amax(part, axis))
-        means.append(part.float().mean(dim=axis))
-    return torch.cat(maxes), torch.cat(means)
 
 
 #: CAMs are kept at most this many pixels high and wide (a class mean of 1,000 classes stays small)
