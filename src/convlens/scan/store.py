@@ -91,6 +91,8 @@ def write_tables(
         "label": part.label[order], "prediction": part.prediction[order],
         "score": part.score[order], "correct": (part.label[order] == part.prediction[order]),
     })
+    # each column gathered as NumPy pieces, one per layer, and joined once (pyarrow reads
+    # arrays without a Python object per value)
     rows: dict[str, list[Any]] = {k: [] for k in (
         "layer", "channel", "images", "firing_rate", "mean", "std", "max", "dead", "rare",
         "top_class", "selectivity")}
@@ -99,6 +101,8 @@ def write_tables(
         "layer", "channel", "rank", "image", "path", "value", "y", "x", "x0", "y0", "x1", "y1")}
     labelled_rows = np.searchsorted(part.classes, part.label[part.label >= 0])
     class_count = np.bincount(labelled_rows, minlength=len(part.classes))  # per part.classes
+    known = np.array(sorted(paths), np.int64)
+    known_paths = np.array([paths[int(i)] for i in known], dtype=object)
     for name, lp in part.layers.items():
         channels = lp.fire.shape[0]
         n = max(lp.count, 1)
@@ -106,43 +110,57 @@ def write_tables(
         class_mean = lp.class_sum / np.maximum(class_count, 1)[:, None]
         best, selectivity = _selectivity(class_mean)
         best_class = part.classes[best] if len(part.classes) else np.full(channels, -1)
-        rows["layer"] += [name] * channels
-        rows["channel"] += list(range(channels))
-        rows["images"] += [lp.count] * channels
-        rows["firing_rate"] += rate.tolist()
-        rows["mean"] += lp.mean.tolist()
-        rows["std"] += np.sqrt(lp.m2 / n).tolist()
-        rows["max"] += lp.max.tolist()
-        rows["dead"] += (lp.fire == 0).tolist()
-        rows["rare"] += ((lp.fire > 0) & (rate < RARE)).tolist()
-        rows["top_class"] += np.asarray(best_class).tolist()
-        rows["selectivity"] += selectivity.tolist()
-        for row, cls in enumerate(part.classes):
-            sel["layer"] += [name] * channels
-            sel["channel"] += list(range(channels))
-            sel["class"] += [int(cls)] * channels
-            sel["mean"] += class_mean[row].tolist()
+        every = np.arange(channels, dtype=np.int64)
+        for key, value in (
+            ("layer", np.full(channels, name, dtype=object)), ("channel", every),
+            ("images", np.full(channels, lp.count, np.int64)), ("firing_rate", rate),
+            ("mean", lp.mean), ("std", np.sqrt(lp.m2 / n)), ("max", lp.max),
+            ("dead", lp.fire == 0), ("rare", (lp.fire > 0) & (rate < RARE)),
+            ("top_class", np.asarray(best_class, np.int64)), ("selectivity", selectivity),
+        ):
+            rows[key].append(value)
+        classes = len(part.classes)
+        sel["layer"].append(np.full(classes * channels, name, dtype=object))
+        sel["channel"].append(np.tile(every, classes))
+        sel["class"].append(np.repeat(part.classes.astype(np.int64), channels))
+        sel["mean"].append(class_mean.reshape(-1))
         # top-k rows, channel by channel, rank by rank: (C, k) order
         valid = (lp.top_id != NO_IMAGE).T
         channel, rank = np.nonzero(valid)
         image = lp.top_id.T[valid]
         box = boxes[name].reshape(lp.top_id.shape[0], channels, 4).transpose(1, 0, 2)[valid]
-        top["layer"] += [name] * len(channel)
-        top["channel"] += channel.tolist()
-        top["rank"] += rank.tolist()
-        top["image"] += image.tolist()
-        top["path"] += [paths.get(i, "") for i in image.tolist()]
-        top["value"] += lp.top_value.T[valid].tolist()
-        top["y"] += lp.top_y.T[valid].tolist()
-        top["x"] += lp.top_x.T[valid].tolist()
+        at = np.searchsorted(known, image).clip(0, max(len(known) - 1, 0))
+        found = (known[at] == image) if len(known) else np.zeros(len(image), bool)
+        path = np.where(found, known_paths[at] if len(known) else "", "").astype(object)
+        for key, value in (
+            ("layer", np.full(len(channel), name, dtype=object)),
+            ("channel", channel.astype(np.int64)), ("rank", rank.astype(np.int64)),
+            ("image", image), ("path", path), ("value", lp.top_value.T[valid]),
+            ("y", lp.top_y.T[valid]), ("x", lp.top_x.T[valid]),
+        ):
+            top[key].append(value)
         for j, key in enumerate(("x0", "y0", "x1", "y1")):
-            top[key] += box[:, j].tolist()
+            top[key].append(box[:, j])
+    rows, sel, top = ({k: _joined(v) for k, v in d.items()} for d in (rows, sel, top))
     _write_parquet(out / "channels.parquet", rows)
     _write_parquet(out / "selectivity.parquet", sel)
     _write_parquet(out / "topk.parquet", top)
     _write_classes(out, part, class_names, class_count)
     _write_mistakes(out, part, paths)
     _write_skipped(out, part)
+
+
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    """One column from its pieces, integers as int64 and floats as float64 (the types the
+    tables have always had)."""
+    if not pieces:
+        return np.zeros(0)
+    column = np.concatenate(pieces)
+    if column.dtype.kind in "iu":
+        return column.astype(np.int64, copy=False)
+    if column.dtype.kind == "f":
+        return column.astype(np.float64, copy=False)
+    return column
 
 
 def _selectivity(class_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
