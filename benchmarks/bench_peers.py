@@ -159,6 +159,32 @@ def _calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable
     return {"gradcam": captum_call}
 
 
+def _extra_calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The issue's other comparisons, where the library has them: Score-CAM (convlens,
+    torch-cam) and the capture of every conv and pooling layer (convlens, Captum)."""
+    net = model.network
+    x = model.prepare(model.to_pixels(pixels))
+    if library == "convlens":
+        return {"scorecam": lambda: model.cam(pixels, method="scorecam"),
+                "capture": lambda: model.activations(pixels)}
+    if library == "torchcam":
+        from torchcam.methods import ScoreCAM
+
+        def scorecam() -> np.ndarray:
+            with ScoreCAM(net, target_layer=PEER_LAYER[model.name]) as extractor:
+                with torch.inference_mode():
+                    scores = net(x)
+                cams = extractor(scores.argmax(dim=1).tolist())
+            return _to_unit(cams[0], shift=True)
+
+        return {"scorecam": scorecam}
+    from captum.attr import LayerActivation
+
+    modules = list({id(i.module): i.module for i in model.resolve(None)}.values())  # once each
+    capture = LayerActivation(net, modules)
+    return {"capture": lambda: capture.attribute(x)}
+
+
 def _status(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -193,6 +219,7 @@ def worker(library: str) -> None:
     torch.manual_seed(0)
     models: dict[str, Any] = {}
     calls: dict[str, Callable[[], object]] = {}
+    extras: dict[str, Callable[[], object]] = {}
     for line in sys.stdin:
         cmd = json.loads(line)
         reply: dict[str, Any] = {}
@@ -204,10 +231,15 @@ def worker(library: str) -> None:
                 call()
             reply = {"methods": list(calls),
                      "channels_last": models[cmd["model"]].channels_last}
+        elif cmd["cmd"] == "extras":
+            extras = _extra_calls(library, models[cmd["model"]], _pixels(cmd["batch"]))
+            for call in extras.values():
+                call()
+            reply = {"methods": list(extras)}
         elif cmd["cmd"] == "time":
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu, start = time.process_time(), time.perf_counter()
-            calls[cmd["method"]]()
+            {**calls, **extras}[cmd["method"]]()
             reply = {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
                      "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
         elif cmd["cmd"] == "memory":
@@ -317,10 +349,47 @@ def main() -> None:
                 if batch == 8:
                     memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
                                            for w in workers}))
+        others = compare_extras("efficientnet_lite0", workers)
     finally:
         for w in workers:
             w.close()
     summary(rows, memory)
+    print_extras(others)
+
+
+#: the extra comparisons' rounds (a torch-cam Score-CAM call takes seconds)
+EXTRA_ROUNDS = 3
+
+
+def compare_extras(model: str, workers: list[Worker]) -> Samples:
+    """Score-CAM and the all-layer capture at batch 1, where each library has them."""
+    methods = {w.library: w.ask(cmd="extras", model=model, batch=1)["methods"] for w in workers}
+    samples: Samples = {(lib, m): [] for lib, ms in methods.items() for m in ms}
+    for round_ in range(EXTRA_ROUNDS):
+        shift = round_ % len(workers)
+        for w in workers[shift:] + workers[:shift]:
+            for method in methods[w.library]:
+                samples[(w.library, method)].append(w.ask(cmd="time", method=method))
+    return samples
+
+
+def print_extras(samples: Samples) -> None:
+    wall = per_image(samples, "seconds", 1)
+    print("\nEfficientNet-Lite0, batch 1 (median of rounds): convlens / the peer that has it")
+    for method, label in (("scorecam", "Score-CAM (1,280 channels)"),
+                          ("capture", "capture of all conv + pool layers")):
+        peers = {lib: t for (lib, m), t in wall.items() if m == method and lib != "convlens"}
+        ours = wall[("convlens", method)]
+        cells = "  ".join(f"{lib} {1000 * t:.1f} ms" for lib, t in peers.items())
+        print(f"  {label:<36} convlens {1000 * ours:.1f} ms  {cells}  ratio "
+              + "  ".join(f"{paired_ratio_vs(samples, method, lib):.2f}" for lib in peers))
+    print("  (filter step vs Lucent: not measured; Lucent needs torchvision)")
+
+
+def paired_ratio_vs(samples: Samples, method: str, library: str) -> float:
+    """Median over rounds of convlens's call / ``library``'s call of the same round."""
+    return statistics.median(a["seconds"] / b["seconds"] for a, b in zip(
+        samples[("convlens", method)], samples[(library, method)]))
 
 
 def print_row(libraries: list[str], row: tuple) -> None:
