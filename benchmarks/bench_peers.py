@@ -15,12 +15,14 @@ library's own post-processing up to heatmaps at the image size in [0, 1] as NumP
   target before its pass: the top-1 classes are given to it, worked out outside the timing.
 
 How: each library runs in a worker process of its own (no shared allocator state, imports or
-hooks) with the default C allocator, as a notebook has it. The parent drives the workers in
-turn, one call at a time, so only one computes at any moment; a round is one call of each
-(library, method), the order of the libraries turning every round. Per cell: the median time
-per image, and convlens / best peer as the median over rounds of the paired ratio (convlens's
-call / the fastest peer's call of the same round: a slow spell of a shared machine hits both).
-Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
+hooks) with the default C allocator, as a notebook has it, started afresh for each model: a
+worker that ran ResNet-50 first keeps a heap shaped by it, which decides whether EfficientNet-
+Lite0's calls page-fault afterwards (the notes below), whatever the library. The parent drives
+the workers in turn, one call at a time, so only one computes at any moment; a round is one call
+of each (library, method), the order of the libraries turning every round. Per cell: the median
+time per image, and convlens / best peer as the median over rounds of the paired ratio
+(convlens's call / the fastest peer's call of the same round: a slow spell of a shared machine
+hits both). Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
 ``/proc/self/clear_refs``) during one Grad-CAM call at batch 8.
 
 Run: ``python -m benchmarks.bench_peers`` (or ``make bench``; the peers come with
@@ -44,17 +46,26 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   b8, Grad-CAM, faults per image: convlens 3,400-6,000, torch-cam 6,000-7,000 (its full
   autograd forward keeps every activation), a bare no-grad forward 9,200, an autograd forward
   12,200; after one 32 MB block was allocated and freed (the threshold at its ceiling)
-  convlens faults 2,400-3,500. Only keeping freed memory (tune_allocator) reaches 0.
+  convlens faults 2,400-3,500: raising the threshold alone is not enough (below).
 - Blocks above 32 MB (glibc's ceiling for the dynamic threshold) are always mapped afresh: at
   b32 ResNet-50's first activations are 100 MB each, and a Grad-CAM call faulted ~34,000 pages
   per image (b8: ~5,900); EfficientNet-Lite0's 96-channel 112x112 expansion is 36.75 MiB at b8
   (strace of one call: two such mmaps, 18.8k pages, and the heap's top moving 20 times over
-  70 MB). ``runtime.host_chunk`` now runs CPU batches in even chunks whose largest output stays
-  under the ceiling (fresh processes, default malloc, ms per image: EfficientNet-Lite0 b8
-  20.2-20.8 -> 14.7-17.2, b32 30.1 -> 11.7; ResNet-50 b32 77.6 -> 57.9). What is left at b8 is
-  the heap's top being trimmed and grown again between calls, which depends on what the
-  process allocated before (the same call faults 0 or 3,500 pages per image in two fresh
-  processes); only keeping freed memory (tune_allocator) removes it for certain.
+  70 MB). Chunks under the ceiling (4 + 4 at b8) removed the mmaps, not the faults: strace
+  then showed the heap growing by ~57 MB and handed back (``brk``) twice a call, 28k pages:
+  glibc trims the heap's top once more than twice its threshold lies free, and the threshold
+  had only risen to the largest block freed so far (18.4 MiB), so the trim line (37 MiB) was
+  under a chunk's working set.
+- What fixes it without a setting (``runtime.settle_heap`` and ``runtime.host_chunk``): free
+  one block just under the ceiling once (glibc's threshold moves to 31 MiB, its trim line to
+  62 MiB: the state glibc reaches by itself after any such free), and run CPU batches in even
+  chunks whose largest output is at most 12 MiB, so a chunk's working set (about five of its
+  largest outputs) stays under the trim line. Fresh processes, default malloc, Grad-CAM per
+  image: EfficientNet-Lite0 b8 in 4 x 2: 13.1-14.7 ms and 0 faults in three processes (4 + 4
+  unsettled: 17.9-18.7 ms, 3,300-3,500 faults); b32 in 2s: 18.2 ms and 10 faults (5s: 20.6 ms,
+  2,900); ResNet-50 b32 in 4s: 57.7-60.6 ms and 0-530 faults (8s unsettled: 68.1-73.9 ms,
+  5,600-6,100). A settle without the smaller chunks still trimmed (4 + 4: 0, 2,064 and 3,577
+  faults per image in three processes).
 - Why not a scoped ``mallopt`` around each call: glibc's ``mallopt`` cannot be read back, and
   any call to it (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches the dynamic mmap threshold
   off for the rest of the process (``mp_.no_dyn_threshold = 1``), so "restoring" leaves the
@@ -327,14 +338,15 @@ def main() -> None:
     print(f"bench_peers: {setting(tune=False)}; one worker process per library, "
           "default glibc malloc in each")
     libraries = ["convlens", *PEERS]
-    workers = [Worker(lib) for lib in libraries]
     print("\nms per image (median over rounds); convlens / best peer: median of the rounds'"
           " paired ratios of wall time and of CPU time; page faults per image")
     print(f"{'model':<20}{'method':<11}{'batch':>6}" + "".join(f"{lib:>10}" for lib in libraries)
           + f"{'ratio':>8}{'cpu':>7}{'faults':>9}{'peer':>9}", flush=True)
     rows, memory = [], []
-    try:
-        for model in MODELS:
+    others: Samples = {}
+    for model in MODELS:  # fresh workers per model: no library inherits another model's heap
+        workers = [Worker(lib) for lib in libraries]
+        try:
             for batch in BATCHES:
                 samples = compare(model, batch, workers)
                 wall = per_image(samples, "seconds", batch)
@@ -349,10 +361,11 @@ def main() -> None:
                 if batch == 8:
                     memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
                                            for w in workers}))
-        others = compare_extras("efficientnet_lite0", workers)
-    finally:
-        for w in workers:
-            w.close()
+            if model == "efficientnet_lite0":
+                others = compare_extras(model, workers)
+        finally:
+            for w in workers:
+                w.close()
     summary(rows, memory)
     print_extras(others)
 

@@ -85,16 +85,23 @@ def test_memory_budget_bounds_the_batch(tiny_model):
 MIB = 1 << 20
 
 
-def test_host_chunk_keeps_each_output_under_the_mmap_ceiling(monkeypatch):
+def test_host_chunk_keeps_each_chunk_in_the_settled_heap(monkeypatch):
     from convlens import runtime
 
     monkeypatch.setattr(runtime, "_tuned", False)
     monkeypatch.setattr(runtime, "_glibc", lambda: True)
+    monkeypatch.setattr(runtime, "settle_heap", lambda: True)
     per_image = 96 * 112 * 112 * 4  # EfficientNet-Lite0's largest output: 4.59 MiB
-    # 0.85 x 32 MiB holds 5 such images: 8 go as 4 + 4, 32 as 7 x 4 + 4 (ceil(32 / 7) = 5 each)
-    assert runtime.host_chunk(8, per_image, CPU) == 4
-    assert runtime.host_chunk(32, per_image, CPU) == 5
-    assert runtime.host_chunk(5, per_image, CPU) == 5  # fits as it is
+    # 12 MiB holds 2 such images: 8 go as 4 x 2, 32 as 16 x 2, 5 as 2 + 2 + 1
+    assert runtime.HOST_CHUNK_BYTES == 12 * MIB
+    assert runtime.host_chunk(8, per_image, CPU) == 2
+    assert runtime.host_chunk(32, per_image, CPU) == 2
+    assert runtime.host_chunk(5, per_image, CPU) == 2
+    assert runtime.host_chunk(2, per_image, CPU) == 2  # fits as it is
+    # ResNet-50's largest (64 x 112 x 112, 3.06 MiB): 3 fit, so 8 go as 3 + 3 + 2
+    assert runtime.host_chunk(8, 64 * 112 * 112 * 4, CPU) == 3
+    # another limit: 0.85 x 32 MiB holds 5 of EfficientNet-Lite0's: 8 as 4 + 4
+    assert runtime.host_chunk(8, per_image, CPU, limit=int(0.85 * 32 * MIB)) == 4
     assert runtime.host_chunk(8, 40 * MIB, CPU) == 8  # one image is over already: no gain
     assert runtime.host_chunk(8, per_image, torch.device("meta")) == 8  # not the host's heap
     monkeypatch.setattr(runtime, "_tuned", True)
@@ -115,9 +122,8 @@ def test_passes_in_chunks_give_the_maps_of_one_pass(monkeypatch, target):
     chunks = []
     monkeypatch.setattr(runtime, "_tuned", False)
     monkeypatch.setattr(runtime, "_glibc", lambda: True)
-    largest = largest_output_bytes(model)  # a ceiling that holds 2 images' outputs
-    ceiling = int(2.5 * largest / runtime.HOST_CHUNK_SHARE)
-    monkeypatch.setattr(runtime, "GLIBC_MMAP_CEILING", ceiling)
+    largest = largest_output_bytes(model)  # a limit that holds 2 images' outputs
+    monkeypatch.setattr(runtime, "HOST_CHUNK_BYTES", int(2.5 * largest))
     capture = type(model.capture([]))
     real_run = capture.run
 

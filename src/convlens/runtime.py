@@ -21,9 +21,11 @@ threshold off for the rest of the process, so a "scoped" setting would not resto
 allocator the process had (and, trimmed after each call, it faulted more than the default at
 batch 8; see benchmarks/bench_peers.py).
 
-What convlens does without touching the allocator: :func:`host_chunk` cuts a CPU batch into
-even chunks whose largest layer output stays under glibc's 32 MiB ceiling, above which a block
-is mapped afresh on every call whatever the process did before (the CAM pass and the scan use
+What convlens does without a setting: :func:`settle_heap` frees one block just under glibc's
+32 MiB ceiling once, so that glibc's own adaptive threshold serves the activations from the heap
+(its state after any such free), and :func:`host_chunk` cuts a CPU batch into even chunks whose
+working set fits there: no block above the ceiling (mapped afresh on every call whatever the
+process did before) and no heap top handed back between passes (the CAM pass and the scan use
 it). A worker process convlens starts (a Ray actor) gets this process's setting through
 :func:`allocator_env`.
 """
@@ -37,7 +39,9 @@ import time
 
 import torch
 
-__all__ = ["allocator_env", "host_chunk", "prefers_channels_last", "tune_allocator"]
+__all__ = [
+    "allocator_env", "host_chunk", "prefers_channels_last", "settle_heap", "tune_allocator",
+]
 
 # mallopt parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -86,24 +90,63 @@ GLIBC_MMAP_CEILING = 32 << 20
 #: the share of that ceiling a chunk's largest layer output may use (padding copies and
 #: functional ops a little larger than the listed layer outputs stay under it too)
 HOST_CHUNK_SHARE = 0.85
+#: the block :func:`settle_heap` frees once: just under the ceiling, with its header and page
+SETTLE_BYTES = GLIBC_MMAP_CEILING - (1 << 20)
+#: a chunk's largest layer output for a pass: its working set (about five such outputs: input,
+#: output, a residual, padding copies, oneDNN's scratch) stays under glibc's trim threshold,
+#: twice the settled mmap threshold, so the heap's top is not handed back between passes
+HOST_CHUNK_BYTES = 12 << 20
+
+_settled = False
 
 
-def host_chunk(batch: int, largest_output_bytes: int, device: torch.device) -> int:
-    """Images per forward pass on the CPU so that no layer output exceeds glibc's mmap
-    ceiling (``batch`` itself elsewhere, or when one image's output already does).
+def settle_heap() -> bool:
+    """Let glibc adapt its mmap threshold to the largest activations once; True if done now.
 
-    A layer output above 32 MiB is mapped afresh and faulted in on every call whatever the
-    process did before (EfficientNet-Lite0's 96-channel 112x112 expansion: 4.6 MiB per image,
-    two 36.75 MiB blocks at batch 8, 18.8k page faults a call); below it glibc reuses freed
-    heap memory. Passes in chunks give the same numbers per image.
+    glibc maps every block at or above its threshold afresh (and faults it in) and raises the
+    threshold only to the size of a mapped block once freed: a pass's largest activation, as
+    large every call, is mapped on every call, and the heap's top is handed back whenever more
+    than twice the threshold lies free. Freeing one block just under the 32 MiB ceiling moves
+    the threshold to it (62 MiB before the top is trimmed): the state glibc reaches by itself
+    once any program frees such a buffer. No ``mallopt``, no setting: glibc's own adaptation,
+    which any larger free would have made (nothing on other C libraries, or when tuned).
+    """
+    global _settled
+    if _settled or _tuned or not _glibc():
+        return False
+    _settled = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.free(libc.malloc(SETTLE_BYTES))
+    return True
+
+
+def host_chunk(batch: int, largest_output_bytes: int, device: torch.device,
+               limit: int | None = None) -> int:
+    """Images per forward pass on the CPU so that a chunk's largest layer output is at most
+    ``limit`` bytes (``batch`` itself elsewhere, or when one image's output is over already).
+
+    With the default allocator glibc maps a block above its threshold afresh and faults it in
+    on every call, always above 32 MiB (EfficientNet-Lite0's 96-channel 112x112 expansion: 4.6
+    MiB per image, two 36.75 MiB blocks at batch 8, 18.8k page faults a call), and hands the
+    heap's top back when more than twice the threshold lies free. After :func:`settle_heap`
+    (done here), chunks whose largest output is ``HOST_CHUNK_BYTES`` run in freed heap memory:
+    EfficientNet-Lite0 at batch 8 goes as 4 x 2 and faults nothing. Chunks give the same
+    numbers per image.
     """
     if device.type != "cpu" or largest_output_bytes <= 0 or _tuned or not _glibc():
         return batch  # (a tuned allocator maps nothing: no need to cut the batch)
-    fits = int(GLIBC_MMAP_CEILING * HOST_CHUNK_SHARE) // largest_output_bytes
+    settle_heap()
+    fits = (HOST_CHUNK_BYTES if limit is None else limit) // largest_output_bytes
     if fits < 1 or fits >= batch:
         return batch
     pieces = -(-batch // fits)
-    return -(-batch // pieces)  # even chunks: 8 images that fit 5 at a time go as 4 + 4
+    return -(-batch // pieces)  # even chunks: 8 images that fit 3 at a time go as 3 + 3 + 2
 
 
 def _glibc() -> bool:

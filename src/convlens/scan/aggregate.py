@@ -295,7 +295,7 @@ class Scanner:
         labels = np.asarray(labels, np.int64)
         n = pixels.shape[0]
         size = host_chunk(n, largest_output_bytes(model), pixels.device)
-        if size < n:  # passes in chunks under glibc's mmap ceiling (runtime.host_chunk)
+        if size < n:  # passes in chunks that fit glibc's heap (runtime.host_chunk)
             part = self.batch(pixels[:size], ids[:size], labels[:size])
             for start in range(size, n, size):
                 stop = start + size
