@@ -87,9 +87,6 @@ def allocator_env(keep: int = 1 << 30) -> dict[str, str]:
 #: glibc's largest adaptive mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit): a block above
 #: it is always a fresh ``mmap``, page-faulted in on every call and unmapped on free.
 GLIBC_MMAP_CEILING = 32 << 20
-#: the share of that ceiling a chunk's largest layer output may use (padding copies and
-#: functional ops a little larger than the listed layer outputs stay under it too)
-HOST_CHUNK_SHARE = 0.85
 #: the block :func:`settle_heap` frees once: just under the ceiling, with its header and page
 SETTLE_BYTES = GLIBC_MMAP_CEILING - (1 << 20)
 #: a chunk's largest layer output for a pass: its working set (about five such outputs: input,
@@ -103,13 +100,13 @@ _settled = False
 def settle_heap() -> bool:
     """Let glibc adapt its mmap threshold to the largest activations once; True if done now.
 
-    glibc maps every block at or above its threshold afresh (and faults it in) and raises the
-    threshold only to the size of a mapped block once freed: a pass's largest activation, as
-    large every call, is mapped on every call, and the heap's top is handed back whenever more
-    than twice the threshold lies free. Freeing one block just under the 32 MiB ceiling moves
-    the threshold to it (62 MiB before the top is trimmed): the state glibc reaches by itself
-    once any program frees such a buffer. No ``mallopt``, no setting: glibc's own adaptation,
-    which any larger free would have made (nothing on other C libraries, or when tuned).
+    glibc maps every block at or above its threshold afresh (and faults it in), raises the
+    threshold only to the size of a mapped block once freed, and hands the heap's top back
+    whenever more than twice the threshold lies free: a pass whose working set is more than
+    twice its largest activation is faulted in again on every call. Freeing one block just
+    under the 32 MiB ceiling moves the threshold to it (62 MiB before the top is trimmed): the
+    state glibc reaches by itself once any program frees such a buffer. No ``mallopt``, no
+    setting: glibc's own adaptation (nothing on other C libraries, or when tuned).
     """
     global _settled
     if _settled or _tuned or not _glibc():
