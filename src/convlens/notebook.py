@@ -7,14 +7,16 @@ once, and nothing accumulates in pyplot's global state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .activations import activation_grid
 from .activations.grid import as_numpy
 from .activations.result import shape_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["show"]
 
@@ -26,6 +28,8 @@ def _figure(picture: np.ndarray, title: str | None, cmap: str | None, dpi: int =
     h, w = picture.shape[:2]
     width = min(MAX_WIDTH_IN, max(3.0, w / dpi))
     height = max(1.0, width * h / max(w, 1)) + (0.3 if title else 0.0)
+    from matplotlib.figure import Figure  # imported when a figure is drawn
+
     fig = Figure(figsize=(width, height), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1 - (0.3 / height if title else 0.0)))
     ax.imshow(picture, cmap=cmap, interpolation="nearest", aspect="equal")

@@ -8,7 +8,6 @@ heatmap (the image as the model saw it), corners included (Pillow's rectangle co
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["Box", "bounding_boxes"]
 
@@ -20,6 +19,8 @@ _STRUCTURE = np.ones((3, 3), dtype=bool)
 
 def _largest_region_box(mask: np.ndarray) -> Box | None:
     """The box of the largest 8-connected region of a 2-D mask (None if the mask is empty)."""
+    from scipy import ndimage  # imported when a box is first asked for
+
     labels, count = ndimage.label(mask, structure=_STRUCTURE)
     if count == 0:
         return None

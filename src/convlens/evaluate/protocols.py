@@ -27,10 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import scipy.sparse as sparse
 import torch
 import torch.nn.functional as F
-from scipy.sparse.linalg import splu
 
 from ..batching import BatchSizer, max_batch
 from ..errors import ModelError
@@ -151,6 +149,9 @@ def road_impute(
     rows.append(np.arange(n))
     cols.append(np.arange(n))
     values.append(diagonal)
+    import scipy.sparse as sparse  # imported when ROAD first runs
+    from scipy.sparse.linalg import splu
+
     matrix = sparse.csc_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
     )

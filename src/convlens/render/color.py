@@ -7,7 +7,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from PIL import Image
 
@@ -17,6 +16,8 @@ __all__ = ["colorize", "colormap_lut", "save_png", "to_png_bytes", "upscale_near
 @lru_cache(maxsize=32)
 def _lut_with_bad(cmap: str) -> np.ndarray:
     """(257, 3) uint8: the 256 colors ``cmap(i, bytes=True)``, then the "bad" (NaN) color."""
+    import matplotlib  # imported when a colormap is first used
+
     try:
         cm = matplotlib.colormaps[cmap]
     except KeyError:
