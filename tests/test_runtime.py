@@ -105,6 +105,27 @@ print(settled, mapped, *faults)
 """
 
 
+@pytest.mark.skipif(not GLIBC, reason="the setting exists only for glibc")
+def test_a_worker_started_with_the_setting_knows_it(monkeypatch):
+    # a Ray actor gets allocator_env: its glibc keeps freed memory from the start, so convlens
+    # there neither settles the heap nor cuts batches into chunks
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(runtime, "_tuned", True)
+    child = ("import torch; from convlens import runtime; "
+             "print(runtime._tuned, runtime.host_chunk(32, 5 << 20, torch.device('cpu')))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    run = [sys.executable, "-c", child]
+    tuned = subprocess.run(run, env={**clean, **runtime.allocator_env()}, capture_output=True,
+                           text=True, check=True).stdout.split()
+    plain = subprocess.run(run, env=clean, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert tuned == ["True", "32"]
+    assert plain == ["None", "2"]
+
+
 def _settle_child(settle: bool) -> list[int]:
     import os
     import subprocess

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 import time
 
@@ -47,7 +48,12 @@ __all__ = [
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
-_tuned: bool | None = None
+#: whether glibc keeps freed memory: set by tune_allocator, or read from the environment of a
+#: process started with allocator_env (a Ray actor), whose glibc took the setting at its start
+_tuned: bool | None = (
+    True if os.environ.get("MALLOC_MMAP_MAX_") == "0" and platform.system() == "Linux"
+    and platform.libc_ver()[0] == "glibc" else None
+)
 
 
 def tune_allocator(keep: int = 1 << 30) -> bool:
