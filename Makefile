@@ -32,9 +32,11 @@ demo: setup
 	$(BIN)/python -m convlens.scan.demo $(OUT)/digits
 	$(BIN)/convlens report --scan $(OUT)/digits/scan --filter-channels 64 --out $(OUT)/atlas
 
-# The peers (torch-cam, Captum) install beside the pinned torch for the benchmarks only.
+# The peers (torch-cam, Captum, Lucent) install beside the pinned torch for the benchmarks only;
+# Lucent without its declared dependencies (torchvision would bring another torch).
 bench: setup
 	$(BIN)/python -m pip install -q $(TORCH) -e '.[bench]'
+	$(BIN)/python -m pip install -q --no-deps 'torch-lucent>=0.1.8'
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -25,8 +25,15 @@ time per image, and convlens / best peer as the median over rounds of the paired
 hits both). Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
 ``/proc/self/clear_refs``) during one Grad-CAM call at batch 8.
 
+Beside them, on EfficientNet-Lite0 at batch 1: Score-CAM (torch-cam), the capture of every conv
+and pooling layer (Captum's ``LayerActivation``) and one step of Lucid-style filter visualization
+(Lucent's ``render_vis``, in a fourth worker; Lucent imports torchvision's ``Normalize`` only,
+which that worker gets as a stand-in, ``_without_torchvision``).
+
 Run: ``python -m benchmarks.bench_peers`` (or ``make bench``; the peers come with
-``pip install -e '.[bench]'``). Without torch-cam or Captum the comparison is skipped.
+``pip install -e '.[bench]'``, Lucent with ``pip install --no-deps torch-lucent``: its declared
+dependencies would pull torchvision and another torch). Without torch-cam or Captum the
+comparison is skipped; without Lucent, its line.
 
 Notes on batch cost (what issue 15 found; figures in README's Speed section):
 
@@ -104,6 +111,9 @@ PEERS = {"torchcam": "torchcam", "captum": "captum"}  # library -> module to loo
 ROUNDS = {1: 7, 8: 5, 32: 3}
 #: the layer every library explains: the one convlens picks by default, by module name
 PEER_LAYER = {"resnet50": "layer4", "efficientnet_lite0": "_swish"}  # _swish's 2nd call: head
+#: the filter-visualization step against Lucent: its layer and channel, image size, and the step
+#: counts whose time difference gives one step (set-up and the final picture cancel out)
+FILTER_LAYER, FILTER_CHANNEL, FILTER_SIZE, FILTER_STEPS = "_blocks.8._bn0", 0, 128, (4, 20)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -170,14 +180,68 @@ def _calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable
     return {"gradcam": captum_call}
 
 
+def _step_seconds(run: Callable[[int], object]) -> float:
+    """Seconds of one optimization step: ``run(steps)`` at two step counts, the difference."""
+    few, many = FILTER_STEPS
+    start = time.perf_counter()
+    run(few)
+    middle = time.perf_counter()
+    run(many)
+    return ((time.perf_counter() - middle) - (middle - start)) / (many - few)
+
+
+def _without_torchvision() -> None:
+    """Lucent imports ``torchvision.transforms.Normalize`` (its only use of torchvision, for
+    ImageNet normalization); convlens pins torch without torchvision, so this worker gets the
+    same transform as a stand-in module: ``(x - mean) / std`` per channel, as torchvision's."""
+    import types
+
+    class Normalize(torch.nn.Module):
+        def __init__(self, mean: Any, std: Any, inplace: bool = False):
+            super().__init__()
+            self.mean, self.std = torch.as_tensor(mean), torch.as_tensor(std)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = (-1, 1, 1)
+            return (x - self.mean.to(x).view(shape)) / self.std.to(x).view(shape)
+
+    package = types.ModuleType("torchvision")
+    transforms = types.ModuleType("torchvision.transforms")
+    transforms.Normalize = Normalize  # type: ignore[attr-defined]
+    package.transforms = transforms  # type: ignore[attr-defined]
+    sys.modules.setdefault("torchvision", package)
+    sys.modules.setdefault("torchvision.transforms", transforms)
+
+
 def _extra_calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The issue's other comparisons, where the library has them: Score-CAM (convlens,
-    torch-cam) and the capture of every conv and pooling layer (convlens, Captum)."""
+    torch-cam), the capture of every conv and pooling layer (convlens, Captum) and one step of
+    Lucid-style filter visualization (convlens's ``lucid`` recipe, Lucent's ``render_vis`` with
+    its default Fourier image and transforms: one image of 128 px, upsampled to 224 by both).
+    A call that returns a float reports its own seconds (the filter step)."""
     net = model.network
     x = model.prepare(model.to_pixels(pixels))
     if library == "convlens":
+        from convlens.filters import visualize_filters
+
+        def filters(steps: int) -> object:
+            return visualize_filters(model, FILTER_LAYER, channels=[FILTER_CHANNEL],
+                                     recipe="lucid", steps=steps, size=FILTER_SIZE)
+
         return {"scorecam": lambda: model.cam(pixels, method="scorecam"),
-                "capture": lambda: model.activations(pixels)}
+                "capture": lambda: model.activations(pixels),
+                "filterstep": lambda: _step_seconds(filters)}
+    if library == "lucent":
+        _without_torchvision()
+        from lucent.optvis import objectives, param, render
+
+        objective = objectives.channel(FILTER_LAYER.replace(".", "_"), FILTER_CHANNEL)
+
+        def lucent(steps: int) -> object:
+            return render.render_vis(net, objective, lambda: param.image(FILTER_SIZE),
+                                     thresholds=(steps,), show_image=False, progress=False)
+
+        return {"filterstep": lambda: _step_seconds(lucent)}
     if library == "torchcam":
         from torchcam.methods import ScoreCAM
 
@@ -243,6 +307,8 @@ def worker(library: str) -> None:
             reply = {"methods": list(calls),
                      "channels_last": models[cmd["model"]].channels_last}
         elif cmd["cmd"] == "extras":
+            if cmd["model"] not in models:  # a worker for the extras only (Lucent)
+                models[cmd["model"]] = _model(cmd["model"])
             extras = _extra_calls(library, models[cmd["model"]], _pixels(cmd["batch"]))
             for call in extras.values():
                 call()
@@ -250,8 +316,9 @@ def worker(library: str) -> None:
         elif cmd["cmd"] == "time":
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu, start = time.process_time(), time.perf_counter()
-            {**calls, **extras}[cmd["method"]]()
-            reply = {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
+            result = {**calls, **extras}[cmd["method"]]()
+            seconds = result if isinstance(result, float) else time.perf_counter() - start
+            reply = {"seconds": seconds, "cpu": time.process_time() - cpu,
                      "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
         elif cmd["cmd"] == "memory":
             reply = {"mb": _peak_rise(calls["gradcam"])}
@@ -362,7 +429,12 @@ def main() -> None:
                     memory.append((model, {w.library: w.ask(cmd="memory")["mb"]
                                            for w in workers}))
             if model == "efficientnet_lite0":
-                others = compare_extras(model, workers)
+                extra = [Worker("lucent")] if find_spec("lucent") is not None else []
+                try:
+                    others = compare_extras(model, workers + extra)
+                finally:
+                    for w in extra:
+                        w.close()
         finally:
             for w in workers:
                 w.close()
@@ -390,13 +462,16 @@ def print_extras(samples: Samples) -> None:
     wall = per_image(samples, "seconds", 1)
     print("\nEfficientNet-Lite0, batch 1 (median of rounds): convlens / the peer that has it")
     for method, label in (("scorecam", "Score-CAM (1,280 channels)"),
-                          ("capture", "capture of all conv + pool layers")):
+                          ("capture", "capture of all conv + pool layers"),
+                          ("filterstep", "Lucid filter step, one 128 px image")):
         peers = {lib: t for (lib, m), t in wall.items() if m == method and lib != "convlens"}
+        if not peers:
+            print(f"  {label:<36} no peer installed (Lucent: see the Makefile's bench target)")
+            continue
         ours = wall[("convlens", method)]
         cells = "  ".join(f"{lib} {1000 * t:.1f} ms" for lib, t in peers.items())
         print(f"  {label:<36} convlens {1000 * ours:.1f} ms  {cells}  ratio "
               + "  ".join(f"{paired_ratio_vs(samples, method, lib):.2f}" for lib in peers))
-    print("  (filter step vs Lucent: not measured; Lucent needs torchvision)")
 
 
 def paired_ratio_vs(samples: Samples, method: str, library: str) -> float:
