@@ -85,27 +85,36 @@ def test_memory_budget_bounds_the_batch(tiny_model):
 MIB = 1 << 20
 
 
-def test_host_chunk_keeps_each_chunk_in_the_settled_heap(monkeypatch):
+def test_host_chunk_keeps_outputs_off_mmap_and_reserves_their_working_set(monkeypatch):
     from convlens import runtime
 
     monkeypatch.setattr(runtime, "_tuned", False)
     monkeypatch.setattr(runtime, "_glibc", lambda: True)
     monkeypatch.setattr(runtime, "settle_heap", lambda: True)
+    reserved = []
+    monkeypatch.setattr(runtime, "reserve_heap", reserved.append)
+    assert (runtime.HOST_CHUNK_BYTES, runtime.RESERVE_OUTPUTS) == (30 * MIB, 8)
     per_image = 96 * 112 * 112 * 4  # EfficientNet-Lite0's largest output: 4.59 MiB
-    # 12 MiB holds 2 such images: 8 go as 4 x 2, 32 as 16 x 2, 5 as 2 + 2 + 1
-    assert runtime.HOST_CHUNK_BYTES == 12 * MIB
-    assert runtime.host_chunk(8, per_image, CPU) == 2
-    assert runtime.host_chunk(32, per_image, CPU) == 2
-    assert runtime.host_chunk(5, per_image, CPU) == 2
-    assert runtime.host_chunk(2, per_image, CPU) == 2  # fits as it is
-    # ResNet-50's largest (64 x 112 x 112, 3.06 MiB): 3 fit, so 8 go as 3 + 3 + 2
-    assert runtime.host_chunk(8, 64 * 112 * 112 * 4, CPU) == 3
+    # 30 MiB holds 6 such images: 8 go as 4 + 4, 32 as 6 x 5 + 2, 5 and 2 whole
+    assert runtime.host_chunk(8, per_image, CPU) == 4
+    assert reserved == [8 * 4 * per_image]  # eight chunk outputs of free heap: 147 MiB
+    assert runtime.host_chunk(32, per_image, CPU) == 6
+    assert runtime.host_chunk(5, per_image, CPU) == 5
+    assert runtime.host_chunk(2, per_image, CPU) == 2
+    # ResNet-50's largest (64 x 112 x 112, 3.06 MiB): 9 fit, so 8 go whole and 32 as 4 x 8
+    assert runtime.host_chunk(8, 64 * 112 * 112 * 4, CPU) == 8
+    assert runtime.host_chunk(32, 64 * 112 * 112 * 4, CPU) == 8
     # another limit: 0.85 x 32 MiB holds 5 of EfficientNet-Lite0's: 8 as 4 + 4
     assert runtime.host_chunk(8, per_image, CPU, limit=int(0.85 * 32 * MIB)) == 4
+    # a smaller reserve limit: 64 MiB holds the working set of 1 image (8 x 4.59 MiB)
+    monkeypatch.setattr(runtime, "RESERVE_MAX", 64 * MIB)
+    assert runtime.host_chunk(8, per_image, CPU) == 1
+    reserved.clear()
     assert runtime.host_chunk(8, 40 * MIB, CPU) == 8  # one image is over already: no gain
     assert runtime.host_chunk(8, per_image, torch.device("meta")) == 8  # not the host's heap
     monkeypatch.setattr(runtime, "_tuned", True)
     assert runtime.host_chunk(8, per_image, CPU) == 8  # a tuned allocator maps nothing
+    assert reserved == []
 
 
 @pytest.mark.parametrize("target", [None, "top-2"])

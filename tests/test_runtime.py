@@ -123,7 +123,7 @@ def test_a_worker_started_with_the_setting_knows_it(monkeypatch):
     plain = subprocess.run(run, env=clean, capture_output=True, text=True,
                            check=True).stdout.split()
     assert tuned == ["True", "32"]
-    assert plain == ["None", "2"]
+    assert plain == ["None", "6"]  # 5 MiB outputs: 6 a chunk stay under 30 MiB
 
 
 def _settle_child(settle: bool) -> list[int]:
@@ -150,6 +150,69 @@ def test_a_settled_heap_serves_activations_under_the_ceiling_without_faults():
     assert mapped == 0
     assert faults[0] > 7_000  # the first pass grows the heap: 3 x 2,560 pages
     assert sum(faults[4:]) < 300
+
+
+_RESERVE_CHILD = """
+import resource, sys, torch
+from convlens import runtime
+
+runtime.settle_heap()
+reserved = runtime.reserve_heap(int(sys.argv[1]) << 20) if sys.argv[1] != "0" else False
+faults = []
+for i in range(8):  # passes whose working set is five 20 MiB activations (100 MiB)
+    if i == 6:
+        released = runtime.release_heap()
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [torch.ones(5 << 20) for _ in range(5)]
+    for j in range(5):  # freed first to last: the last one joins them all to the heap's top
+        blocks[j] = None
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+print(reserved, released >> 20, *faults)
+"""
+
+
+def _reserve_child(mib: int) -> tuple[str, int, list[int]]:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", _RESERVE_CHILD, str(mib)], env=clean,
+                         capture_output=True, text=True, check=True)
+    reserved, released, *faults = out.stdout.split()
+    return reserved, int(released), [int(n) for n in faults]
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's trim of the heap's top")
+def test_a_reserved_heap_keeps_a_working_set_over_the_trim_line():
+    # 100 MiB of activations, freed at the end of each pass, lie over glibc's trim line (62 MiB
+    # once settled): the heap's top is handed back and the next pass faults its 25,600 pages
+    # again (in some runs on every pass). With 128 MiB reserved under a live block the passes
+    # reuse it: after the first (which touches the reserve) one 20 MiB block at most is faulted
+    # in once more (5,120 pages, in the second or third pass), then nothing.
+    reserved, released, faults = _reserve_child(0)
+    assert reserved == "False" and released == 0
+    assert faults[1] > 20_000
+    reserved, released, faults = _reserve_child(128)
+    assert reserved == "True" and released == 128
+    assert faults[0] > 20_000
+    assert sum(faults[1:6]) < 8_000
+    assert sum(faults[3:6]) < 500
+
+
+def test_reserve_heap_needs_a_settled_untuned_glibc(monkeypatch):
+    monkeypatch.setattr(runtime, "_reserved", 0)
+    monkeypatch.setattr(runtime, "_settled", False)
+    assert runtime.reserve_heap(1 << 20) is False  # the blocks would be mmapped
+    monkeypatch.setattr(runtime, "_settled", True)
+    monkeypatch.setattr(runtime, "_tuned", True)
+    assert runtime.reserve_heap(1 << 20) is False
+    monkeypatch.setattr(runtime, "_tuned", False)
+    monkeypatch.setattr(runtime, "_glibc", lambda: False)
+    assert runtime.reserve_heap(1 << 20) is False
+    monkeypatch.setattr(runtime, "_reserved", 2 << 20)
+    monkeypatch.setattr(runtime, "_glibc", lambda: True)
+    assert runtime.reserve_heap(1 << 20) is False  # as much is kept already
 
 
 def test_settle_heap_leaves_other_c_libraries_and_tuned_processes_alone(monkeypatch):

@@ -23,11 +23,12 @@ batch 8; see benchmarks/bench_peers.py).
 
 What convlens does without a setting: :func:`settle_heap` frees one block just under glibc's
 32 MiB ceiling once, so that glibc's own adaptive threshold serves the activations from the heap
-(its state after any such free), and :func:`host_chunk` cuts a CPU batch into even chunks whose
-working set fits there: no block above the ceiling (mapped afresh on every call whatever the
-process did before) and no heap top handed back between passes (the CAM pass and the scan use
-it). A worker process convlens starts (a Ray actor) gets this process's setting through
-:func:`allocator_env`.
+(its state after any such free); :func:`host_chunk` cuts a CPU batch into even chunks with no
+layer output above the ceiling (mapped afresh on every call whatever the process did before),
+and :func:`reserve_heap` keeps free heap for a chunk's working set under one small live block,
+where glibc's trim of the heap's top does not reach it (:func:`release_heap` lets it go). The
+CAM pass and the scan use them. A worker process convlens starts (a Ray actor) gets this
+process's setting through :func:`allocator_env`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ import time
 import torch
 
 __all__ = [
-    "allocator_env", "host_chunk", "prefers_channels_last", "settle_heap", "tune_allocator",
+    "allocator_env", "host_chunk", "prefers_channels_last", "release_heap", "reserve_heap",
+    "settle_heap", "tune_allocator",
 ]
 
 # mallopt parameters, from glibc's <malloc.h>
@@ -95,61 +97,147 @@ def allocator_env(keep: int = 1 << 30) -> dict[str, str]:
 GLIBC_MMAP_CEILING = 32 << 20
 #: the block :func:`settle_heap` frees once: just under the ceiling, with its header and page
 SETTLE_BYTES = GLIBC_MMAP_CEILING - (1 << 20)
-#: a chunk's largest layer output for a pass: its working set (about five such outputs: input,
-#: output, a residual, padding copies, oneDNN's scratch) stays under glibc's trim threshold,
-#: twice the settled mmap threshold, so the heap's top is not handed back between passes
-HOST_CHUNK_BYTES = 12 << 20
+#: a chunk's largest layer output for a pass: under the settled mmap threshold (31 MiB), so no
+#: activation is mapped afresh
+HOST_CHUNK_BYTES = 30 << 20
+#: a pass's working set, in its largest layer output (input, output, residuals, padding copies,
+#: oneDNN's scratch, the tensors autograd keeps from the CAM layer on): the free heap that
+#: :func:`reserve_heap` keeps for the chunk (ResNet-50 at batch 8 needed 6)
+RESERVE_OUTPUTS = 8
+#: the most free heap :func:`reserve_heap` keeps: a batch whose working set is larger goes in
+#: smaller chunks
+RESERVE_MAX = 512 << 20
+#: the reserve is made of blocks this large (under the settled threshold: from the heap)
+_RESERVE_BLOCK = 16 << 20
+#: the live block that keeps the reserve below the heap's top
+_PIN_BYTES = 1 << 20
 
 _settled = False
+_libc_handle: ctypes.CDLL | None = None
+_pins: list[int] = []  # the live blocks over each reserve (addresses from glibc's malloc)
+_reserved = 0  # bytes of free heap kept under the pins
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc's malloc and free through ctypes (None where it cannot be loaded)."""
+    global _libc_handle
+    if _libc_handle is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            return None
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.realloc.restype = ctypes.c_void_p
+        libc.realloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _libc_handle = libc
+    return _libc_handle
 
 
 def settle_heap() -> bool:
     """Let glibc adapt its mmap threshold to the largest activations once; True if done now.
 
-    glibc maps every block at or above its threshold afresh (and faults it in), raises the
-    threshold only to the size of a mapped block once freed, and hands the heap's top back
-    whenever more than twice the threshold lies free: a pass whose working set is more than
-    twice its largest activation is faulted in again on every call. Freeing one block just
-    under the 32 MiB ceiling moves the threshold to it (62 MiB before the top is trimmed): the
-    state glibc reaches by itself once any program frees such a buffer. No ``mallopt``, no
-    setting: glibc's own adaptation (nothing on other C libraries, or when tuned).
+    glibc maps every block at or above its threshold afresh (and faults it in), and raises the
+    threshold only to the size of a mapped block once freed. Freeing one block just under the
+    32 MiB ceiling moves the threshold to it: the state glibc reaches by itself once any
+    program frees such a buffer. No ``mallopt``, no setting: glibc's own adaptation (nothing on
+    other C libraries, or when tuned).
     """
     global _settled
     if _settled or _tuned or not _glibc():
         return False
     _settled = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+    libc = _libc()
+    if libc is None:
         return False
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
     libc.free(libc.malloc(SETTLE_BYTES))
     return True
 
 
+def reserve_heap(nbytes: int) -> bool:
+    """Keep at least ``nbytes`` of freed heap for the next passes; True if the reserve grew.
+
+    glibc hands the heap's top back to the system whenever more than twice its mmap threshold
+    (62 MiB once settled) lies free there, so a pass whose working set is larger (ResNet-50 at
+    batch 8: ~150 MB) page-faults all of it in again on every call. Blocks allocated here and
+    freed under one small live block (the pin, 1 MiB) are free heap that is not at the top:
+    glibc serves the next passes' activations from them and keeps their pages. Nothing about the
+    allocator changes; the process keeps at most ``nbytes`` (what the passes touched) until
+    :func:`release_heap`. Only after :func:`settle_heap` (the blocks must come from the heap), on
+    glibc, untuned; at most :data:`RESERVE_MAX`.
+    """
+    global _reserved
+    nbytes = min(int(nbytes), RESERVE_MAX)
+    if nbytes <= _reserved or _tuned or not _glibc() or not _settled:
+        return False
+    libc = _libc()
+    if libc is None:
+        return False
+    blocks: list[int] = []
+    pin = None
+    try:
+        for _ in range(-(-nbytes // _RESERVE_BLOCK)):
+            block = libc.malloc(_RESERVE_BLOCK)
+            if not block:
+                return False
+            blocks.append(block)
+        # the highest block shrinks in place to the pin (its tail rejoins the heap's top); the
+        # others, all below it, become the reserve when freed
+        highest = max(blocks)
+        pin = libc.realloc(highest, _PIN_BYTES)
+        blocks.remove(highest)
+        if pin != highest:  # (glibc shrinks in place; anything else is no pin)
+            blocks.append(pin)
+            pin = None
+    finally:
+        for block in blocks:
+            libc.free(block)
+    if pin is None:
+        return False
+    _pins.append(pin)
+    _reserved = nbytes
+    return True
+
+
+def release_heap() -> int:
+    """Free the pins of :func:`reserve_heap`: glibc may hand the reserve back to the system
+    (at its next trim). Returns the bytes that were reserved."""
+    global _reserved
+    libc = _libc()
+    for pin in _pins:
+        if libc is not None:
+            libc.free(pin)
+    _pins.clear()
+    released, _reserved = _reserved, 0
+    return released
+
+
 def host_chunk(batch: int, largest_output_bytes: int, device: torch.device,
                limit: int | None = None) -> int:
-    """Images per forward pass on the CPU so that a chunk's largest layer output is at most
-    ``limit`` bytes (``batch`` itself elsewhere, or when one image's output is over already).
+    """Images per forward pass on the CPU, with the heap kept for them (``batch`` itself
+    elsewhere, when tuned, or when one image's output is over the limit already).
 
     With the default allocator glibc maps a block above its threshold afresh and faults it in
     on every call, always above 32 MiB (EfficientNet-Lite0's 96-channel 112x112 expansion: 4.6
     MiB per image, two 36.75 MiB blocks at batch 8, 18.8k page faults a call), and hands the
     heap's top back when more than twice the threshold lies free. After :func:`settle_heap`
-    (done here), chunks whose largest output is ``HOST_CHUNK_BYTES`` run in freed heap memory:
-    EfficientNet-Lite0 at batch 8 goes as 4 x 2 and faults nothing. Chunks give the same
-    numbers per image.
+    (done here), chunks whose largest output is at most ``limit`` (``HOST_CHUNK_BYTES``) come
+    from the heap, and :func:`reserve_heap` (done here) keeps ``RESERVE_OUTPUTS`` such outputs
+    of free heap for them: ResNet-50 at batch 8 runs whole and EfficientNet-Lite0 as 4 + 4, and
+    neither faults after the first call. Chunks give the same numbers per image.
     """
     if device.type != "cpu" or largest_output_bytes <= 0 or _tuned or not _glibc():
         return batch  # (a tuned allocator maps nothing: no need to cut the batch)
     settle_heap()
-    fits = (HOST_CHUNK_BYTES if limit is None else limit) // largest_output_bytes
-    if fits < 1 or fits >= batch:
+    fits = min((HOST_CHUNK_BYTES if limit is None else limit) // largest_output_bytes,
+               RESERVE_MAX // (RESERVE_OUTPUTS * largest_output_bytes))
+    if fits < 1:
         return batch
-    pieces = -(-batch // fits)
-    return -(-batch // pieces)  # even chunks: 8 images that fit 3 at a time go as 3 + 3 + 2
+    # even chunks: 8 images that fit 6 at a time go as 4 + 4
+    size = batch if fits >= batch else -(-batch // -(-batch // fits))
+    reserve_heap(RESERVE_OUTPUTS * size * largest_output_bytes)
+    return size
 
 
 def _glibc() -> bool:
