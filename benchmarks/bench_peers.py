@@ -500,7 +500,7 @@ def summary(rows: list[tuple], memory: list[tuple]) -> None:
     print("\nPeak RSS rise of one Grad-CAM call, batch 8 (MB)")
     for model, mbs in memory:
         print(f"{model:<20}" + "  ".join(
-            f"{lib} {'n/a' if mb is None else f'+{mb:.0f}'}" for lib, mb in mbs.items()))
+            f"{lib} {'n/a' if mb is None else f'{max(mb, 0.0):+.0f}'}" for lib, mb in mbs.items()))
 
 
 if __name__ == "__main__":
