@@ -19,10 +19,11 @@ hooks) with the default C allocator, as a notebook has it, started afresh for ea
 worker that ran ResNet-50 first keeps a heap shaped by it, which decides whether EfficientNet-
 Lite0's calls page-fault afterwards (the notes below), whatever the library. The parent drives
 the workers in turn, one call at a time, so only one computes at any moment; a round is one call
-of each (library, method), the order of the libraries turning every round. Per cell: the median
-time per image, and convlens / best peer as the median over rounds of the paired ratio
-(convlens's call / the fastest peer's call of the same round: a slow spell of a shared machine
-hits both). Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
+of each (library, method), the order of the libraries turning every round, and each worker's
+turn starts with one untimed call (the caches come back from the other processes first). Per
+cell: the median time per image, and convlens / best peer as the median over rounds of the paired
+ratio (convlens's call / the fastest peer's call of the same round: a slow spell of a shared
+machine hits both). Peak memory: the rise of the worker's peak RSS (``VmHWM``, reset through
 ``/proc/self/clear_refs``) during one Grad-CAM call at batch 8.
 
 Beside them, on EfficientNet-Lite0 at batch 1: Score-CAM (torch-cam), the capture of every conv
@@ -63,16 +64,30 @@ Notes on batch cost (what issue 15 found; figures in README's Speed section):
   glibc trims the heap's top once more than twice its threshold lies free, and the threshold
   had only risen to the largest block freed so far (18.4 MiB), so the trim line (37 MiB) was
   under a chunk's working set.
-- What fixes it without a setting (``runtime.settle_heap`` and ``runtime.host_chunk``): free
-  one block just under the ceiling once (glibc's threshold moves to 31 MiB, its trim line to
-  62 MiB: the state glibc reaches by itself after any such free), and run CPU batches in even
-  chunks whose largest output is at most 12 MiB, so a chunk's working set (about five of its
-  largest outputs) stays under the trim line. Fresh processes, default malloc, Grad-CAM per
+- What fixed it first, without a setting (``runtime.settle_heap`` and ``runtime.host_chunk``):
+  free one block just under the ceiling once (glibc's threshold moves to 31 MiB, its trim line
+  to 62 MiB: the state glibc reaches by itself after any such free), and run CPU batches in
+  even chunks whose largest output is at most 12 MiB, so a chunk's working set (about five of
+  its largest outputs) stays under the trim line. Fresh processes, default malloc, Grad-CAM per
   image: EfficientNet-Lite0 b8 in 4 x 2: 13.1-14.7 ms and 0 faults in three processes (4 + 4
   unsettled: 17.9-18.7 ms, 3,300-3,500 faults); b32 in 2s: 18.2 ms and 10 faults (5s: 20.6 ms,
   2,900); ResNet-50 b32 in 4s: 57.7-60.6 ms and 0-530 faults (8s unsettled: 68.1-73.9 ms,
   5,600-6,100). A settle without the smaller chunks still trimmed (4 + 4: 0, 2,064 and 3,577
   faults per image in three processes).
+- Small chunks cost compute: ResNet-50's forward is ~10 % dearer per image at batch 3 than at 8
+  (tuned no-grad 62-71 vs 55-59 ms), so its b8 Grad-CAM in 3 + 3 + 2 stayed 1.07-1.11x Captum,
+  which runs 8 at once and faults ~5,000 pages per image. What the peers sometimes had by
+  accident (a worker whose heap held something live above a large free area never trimmed it)
+  is now done on purpose (``runtime.reserve_heap``): blocks allocated and freed under one live
+  1 MiB block (the highest of them, shrunk in place) stay free heap below the top, where glibc's
+  trim does not reach, and the passes' activations are served from them. ``host_chunk`` keeps
+  each chunk's largest output under 30 MiB (no mmap) and reserves eight of them (at most
+  512 MiB): ResNet-50 b8 runs whole, EfficientNet-Lite0 b8 as 4 + 4, b32 as 6s. Fresh processes,
+  Grad-CAM per image: ResNet-50 b8 48.9-49.1 ms and 0 faults against 54.8-59.8 ms in chunks of 3
+  (a reserve placed before the model was loaded was taken by its weights and did nothing;
+  six outputs were enough for ResNet-50 b8, eight are reserved). The process keeps what the
+  passes touched of the reserve (RSS +60 to +130 MB after the calls) until
+  ``runtime.release_heap()``; glibc's settings are not touched.
 - Why not a scoped ``mallopt`` around each call: glibc's ``mallopt`` cannot be read back, and
   any call to it (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``...) switches the dynamic mmap threshold
   off for the rest of the process (``mp_.no_dyn_threshold = 1``), so "restoring" leaves the
@@ -108,7 +123,7 @@ BATCHES = (1, 8, 32)
 MODELS = ("resnet50", "efficientnet_lite0")
 PEERS = {"torchcam": "torchcam", "captum": "captum"}  # library -> module to look for
 #: rounds per batch size (a batch of 32 of ResNet-50 takes seconds a call)
-ROUNDS = {1: 7, 8: 5, 32: 3}
+ROUNDS = {1: 11, 8: 5, 32: 3}
 #: the layer every library explains: the one convlens picks by default, by module name
 PEER_LAYER = {"resnet50": "layer4", "efficientnet_lite0": "_swish"}  # _swish's 2nd call: head
 #: the filter-visualization step against Lucent: its layer and channel, image size, and the step
@@ -375,6 +390,9 @@ def compare(model: str, batch: int, workers: list[Worker]) -> Samples:
     for round_ in range(ROUNDS[batch]):
         shift = round_ % len(workers)
         for w in workers[shift:] + workers[:shift]:
+            # an untimed call first: the caches, left to the previous worker's process, are
+            # refilled before this one's timed calls (else its first method pays for it)
+            w.ask(cmd="time", method=methods[w.library][0])
             for method in methods[w.library]:
                 samples[(w.library, method)].append(w.ask(cmd="time", method=method))
     return samples
