@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..gradients import largest_output_bytes
 from ..runtime import host_chunk
 from ..targets import as_logits, resolve_targets, score_rows
+from .reduce import spatial_stats
 
 if TYPE_CHECKING:
     from ..models import LayerInfo, Model
@@ -343,32 +343,15 @@ class Scanner:
     def _layers(
         self, outputs: dict[str, torch.Tensor], ids: np.ndarray, rows: np.ndarray, classes: int,
     ) -> dict[str, LayerPartial]:
-        """Every layer's statistics of one batch. Per layer, torch takes the spatial max with
-        its position (one max-pooling pass, the first maximum as ``argmax``) and the mean;
-        everything after that runs once over all layers' channels side by side (one set of
-        NumPy calls, not one per layer)."""
+        """Every layer's statistics of one batch: the spatial max with its position (the first
+        maximum, as ``argmax``) and the mean of every map (:func:`~.reduce.spatial_stats`, one
+        read of each map); everything after that runs once over all layers' channels side by
+        side (one set of NumPy calls, not one per layer)."""
         k = self.top_k
-        smaxes, wheres, smeans, widths = [], [], [], []
-        for info in self.layers:
-            tensor = self.model.nchw(outputs[info.name].detach())  # a view, any memory layout
-            n, c, h, w = tensor.shape
-            smax, where = F.adaptive_max_pool2d(tensor, 1, return_indices=True)
-            # the mean from an (N, H*W, C) or (N, C, H*W) view, in the map's memory order
-            if tensor.is_contiguous() or not tensor.is_contiguous(
-                memory_format=torch.channels_last
-            ):
-                smean = tensor.reshape(n, c, h * w).float().mean(dim=2)
-            else:
-                smean = tensor.permute(0, 2, 3, 1).reshape(n, h * w, c).float().mean(dim=1)
-            smaxes.append(smax.reshape(n, c))
-            wheres.append(where.reshape(n, c))
-            smeans.append(smean)
-            widths.append(np.full(c, w, np.int64))
-        channels = [t.shape[1] for t in smaxes]
-        smax = torch.cat(smaxes, dim=1).double().cpu().numpy()  # (N, all channels)
-        smean = torch.cat(smeans, dim=1).double().cpu().numpy()
-        where = torch.cat(wheres, dim=1).cpu().numpy()  # (N, all channels): h * W + w
-        width = np.concatenate(widths)
+        maps = [self.model.nchw(outputs[info.name].detach()) for info in self.layers]
+        channels = [t.shape[1] for t in maps]
+        smax, where, smean = spatial_stats(maps)  # (N, all channels); where: h * W + w
+        width = np.concatenate([np.full(t.shape[1], t.shape[3], np.int64) for t in maps])
         n, total = smax.shape
         mean = smean.mean(axis=0)
         onehot = np.zeros((classes, n))  # class sums as one product (np.add.at: 7 ms)
