@@ -62,9 +62,12 @@ class ScanActor:
     def __init__(self, scanner: Scanner, threads: int | None = None):
         import torch
 
+        from .reduce import warm
+
         if threads:
             torch.set_num_threads(threads)
         self.scanner = scanner
+        warm()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, counts, firsts, blobs = [], [], [], []

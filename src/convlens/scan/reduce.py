@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["spatial_stats"]
+__all__ = ["spatial_stats", "warm"]
 
 Stats = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -30,6 +30,13 @@ def spatial_stats(maps: list[torch.Tensor]) -> Stats:
     if all(_fused(t) for t in maps) and _kernels() is not None:
         return _numba_stats(maps)
     return _torch_stats(maps)
+
+
+def warm() -> None:
+    """Import numba and load (or compile) both loops now, not in the first batch: a Ray actor
+    does it while its first rows are being read (about 1 s in a fresh process)."""
+    plain = torch.zeros(1, 2, 2, 2)
+    spatial_stats([plain, plain.contiguous(memory_format=torch.channels_last)])
 
 
 def _torch_stats(maps: list[torch.Tensor]) -> Stats:
