@@ -196,8 +196,10 @@ def _calls(library: str, model: Any, pixels: torch.Tensor) -> dict[str, Callable
 
 
 def _step_seconds(run: Callable[[int], object]) -> float:
-    """Seconds of one optimization step: ``run(steps)`` at two step counts, the difference."""
+    """Seconds of one optimization step: ``run(steps)`` at two step counts, the difference
+    (after an untimed short run: a cold first call would make the difference negative)."""
     few, many = FILTER_STEPS
+    run(few)
     start = time.perf_counter()
     run(few)
     middle = time.perf_counter()
