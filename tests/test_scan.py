@@ -193,6 +193,28 @@ def test_a_plan_run_again_after_an_interruption_loses_nothing(folder, tmp_path, 
                                       check_exact=False, rtol=1e-6)
 
 
+def test_shards_are_merged_in_shard_order_whatever_order_they_come_in(tmp_path, monkeypatch):
+    """Shards from memory (this run's, in any order, as Ray's actors finish) and from files
+    (committed by an earlier run) are merged in shard order: moments are added in one order."""
+    from convlens.scan import engine
+    from convlens.scan.aggregate import LayerPartial, Partial
+
+    def part(index: int) -> Partial:
+        return Partial({"conv": LayerPartial.empty(1, 1)}, image_id=np.array([index]))
+
+    loaded = []
+    monkeypatch.setattr(engine, "load_shard",
+                        lambda out, index: loaded.append(index) or part(index))
+    merging = engine._InOrder(tmp_path, {0, 2, 5})
+    for index in (3, 1, 4):
+        merging.add(index, part(index))
+    np.testing.assert_array_equal(merging.result().image_id, [0, 1, 2, 3, 4, 5])
+    assert loaded == [0, 2, 5] and merging.merged_shards == {0, 1, 2, 3, 4, 5}
+    gap = engine._InOrder(tmp_path, {1})  # shard 0 missing: the rest still in order
+    gap.add(3, part(3))
+    np.testing.assert_array_equal(gap.result().image_id, [1, 3])
+
+
 def test_dataloader_source_equals_the_files(folder, tmp_path, one_thread):
     root, good = folder
     paths = sorted(str(p) for p in good)

@@ -85,7 +85,7 @@ def test_parts_merge_in_data_order_whatever_order_they_arrive():
     parts = [scanner.batch(pixels[a:b], np.arange(a, b), labels[a:b]) for a, b in cuts]
     in_order = scanner.empty()
     for part in parts:
-        in_order = in_order.merge(part, 3)
+        in_order = in_order.merge(part)
     position = {i: i for i in range(12)}
     merging = _InOrder(scanner, 0, position)
     for index in (2, 0, 1):

@@ -21,13 +21,12 @@ import torch
 from ..gradients import largest_output_bytes
 from ..runtime import host_chunk
 from ..targets import as_logits, resolve_targets, score_rows
-from .reduce import spatial_stats
+from .reduce import NO_IMAGE, batch_top, empty_top, merge_tops, spatial_stats
 
 if TYPE_CHECKING:
     from ..models import LayerInfo, Model
 
-#: An empty top-k slot's image id: after every real id in the (value desc, id asc) order.
-NO_IMAGE = np.iinfo(np.int64).max
+__all__ = ["NO_IMAGE", "LayerPartial", "Partial", "Scanner"]
 
 
 @dataclass
@@ -49,19 +48,12 @@ class LayerPartial:
     def empty(cls, channels: int, k: int, classes: int = 0) -> LayerPartial:
         return cls(
             0, np.zeros(channels, np.int64), np.zeros(channels), np.zeros(channels),
-            np.full(channels, -np.inf), np.zeros((classes, channels)),
-            np.full((k, channels), -np.inf), np.full((k, channels), NO_IMAGE, np.int64),
-            np.zeros((k, channels), np.int32), np.zeros((k, channels), np.int32),
+            np.full(channels, -np.inf), np.zeros((classes, channels)), *empty_top(k, channels),
         )
 
 
-def _top(value: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Per column, the rows of the ``k`` best entries: value descending, then image id ascending."""
-    return np.lexsort((ids, -value), axis=0)[:k]
-
-
 def _merge_layer(
-    a: LayerPartial, b: LayerPartial, k: int, class_sum: np.ndarray | None = None
+    a: LayerPartial, b: LayerPartial, class_sum: np.ndarray | None = None
 ) -> LayerPartial:
     """``class_sum``: the merged class sums when the two cover different classes."""
     n = a.count + b.count
@@ -70,24 +62,9 @@ def _merge_layer(
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.count / n) if n else a.mean
     m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n) if n else a.m2
-    # only the columns where both sides hold images need sorting (a top-k is sorted, so its
-    # first row says whether it holds any); elsewhere the merged top-k is one side's
-    value, ids = a.top_value.copy(), a.top_id.copy()
-    top_y, top_x = a.top_y.copy(), a.top_x.copy()
-    theirs = b.top_id[0] != NO_IMAGE
-    cols = np.nonzero(theirs & (a.top_id[0] != NO_IMAGE))[0]
-    only = theirs & (a.top_id[0] == NO_IMAGE)
-    for mine, other in ((value, b.top_value), (ids, b.top_id), (top_y, b.top_y),
-                        (top_x, b.top_x)):
-        mine[:, only] = other[:, only]
-    if len(cols):
-        both_value = np.concatenate([a.top_value[:, cols], b.top_value[:, cols]])
-        both_ids = np.concatenate([a.top_id[:, cols], b.top_id[:, cols]])
-        order = _top(both_value, both_ids, k)
-        for mine, x, y in ((value, a.top_value, b.top_value), (ids, a.top_id, b.top_id),
-                           (top_y, a.top_y, b.top_y), (top_x, a.top_x, b.top_x)):
-            both = np.concatenate([x[:, cols], y[:, cols]])
-            mine[:, cols] = np.take_along_axis(both, order, axis=0)
+    value, ids, top_y, top_x = merge_tops(
+        (a.top_value, a.top_id, a.top_y, a.top_x), (b.top_value, b.top_id, b.top_y, b.top_x)
+    )
     return LayerPartial(
         n, a.fire + b.fire, mean, m2, np.maximum(a.max, b.max), class_sum, value, ids, top_y,
         top_x,
@@ -111,7 +88,7 @@ class Partial:
     mistake_cam: np.ndarray | None = None  # (M, 2, H, W) uint8: true class, predicted class
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (id, path, reason)
 
-    def merge(self, other: Partial, k: int) -> Partial:
+    def merge(self, other: Partial) -> Partial:
         classes = np.union1d(self.classes, other.classes).astype(np.int64)
         mine = np.searchsorted(classes, self.classes)
         theirs = np.searchsorted(classes, other.classes)
@@ -133,7 +110,7 @@ class Partial:
         names = list(self.layers)
         merged = _merge_layer(
             _joined([self.layers[n] for n in names]), _joined([other.layers[n] for n in names]),
-            k, spread(_cat_columns([self.layers[n].class_sum for n in names]),
+            spread(_cat_columns([self.layers[n].class_sum for n in names]),
                       _cat_columns([other.layers[n].class_sum for n in names])),
         )
         layers = _split(merged, names, [self.layers[n].fire.shape[0] for n in names])
@@ -300,7 +277,7 @@ class Scanner:
             for start in range(size, n, size):
                 stop = start + size
                 part = part.merge(self.batch(pixels[start:stop], ids[start:stop],
-                                             labels[start:stop]), self.top_k)
+                                             labels[start:stop]))
             return part
         cam = self.cam and bool((labels >= 0).any())
         if cam:
@@ -346,7 +323,7 @@ class Scanner:
         """Every layer's statistics of one batch: the spatial max with its position (the first
         maximum, as ``argmax``) and the mean of every map (:func:`~.reduce.spatial_stats`, one
         read of each map); everything after that runs once over all layers' channels side by
-        side (one set of NumPy calls, not one per layer)."""
+        side (one set of NumPy calls and one top-k loop, not one per layer)."""
         k = self.top_k
         maps = [self.model.nchw(outputs[info.name].detach()) for info in self.layers]
         channels = [t.shape[1] for t in maps]
@@ -358,47 +335,17 @@ class Scanner:
         known = np.nonzero(rows >= 0)[0]
         onehot[rows[known], known] = 1.0
         class_sum = onehot @ smean
-        part = LayerPartial(
-            n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
-            class_sum, np.full((k, total), -np.inf), np.full((k, total), NO_IMAGE, np.int64),
-            np.zeros((k, total), np.int32), np.zeros((k, total), np.int32),
-        )
         names = [info.name for info in self.layers]
         # the top-k: an image enters only if it beats the k-th entry of everything this scanner
         # has seen (one comparison rejects most); the final merge would drop the others anyway
-        value = smax if self.rank == "max" else smean
-        ids = np.asarray(ids, np.int64)
         if self._best is None:
-            self._best = (np.full((k, total), -np.inf), np.full((k, total), NO_IMAGE, np.int64))
-        best_value, best_id = self._best
-        floor_value, floor_id = best_value[-1], best_id[-1]
-        enters = value > floor_value
-        tied = value == floor_value  # (at the start: -inf, never equal) an id decides
-        if tied.any():
-            enters |= tied & (ids[:, None] < floor_id)
-        cols = np.nonzero(enters.any(axis=0))[0]
-        if not len(cols):
-            return _split(part, names, channels)
-        sub = np.where(enters[:, cols], value[:, cols], -np.inf)
-        sub_ids = np.where(enters[:, cols], ids[:, None], NO_IMAGE)
-        order = _top(sub, sub_ids, k)  # (min(k, n), cols): rows of the batch
-        top_value = np.take_along_axis(sub, order, axis=0)
-        top_id = np.take_along_axis(sub_ids, order, axis=0)
-        taken = top_id != NO_IMAGE
-        part.top_value[:len(order), cols] = np.where(taken, top_value, -np.inf)
-        part.top_id[:len(order), cols] = top_id
-        # the argmax position of the (image, channel) maps that entered the top-k
-        rank, col = np.nonzero(taken)
-        image, column = order[rank, col], cols[col]
-        position, w = where[image, column], width[column]
-        part.top_y[rank, column] = position // w
-        part.top_x[rank, column] = position % w
-        # carry the running top-k (values and ids only) to the next batch
-        both_value = np.concatenate([best_value[:, cols], part.top_value[:, cols]])
-        both_id = np.concatenate([best_id[:, cols], part.top_id[:, cols]])
-        keep = _top(both_value, both_id, k)
-        best_value[:, cols] = np.take_along_axis(both_value, keep, axis=0)
-        best_id[:, cols] = np.take_along_axis(both_id, keep, axis=0)
+            self._best = empty_top(k, total)[:2]
+        top = batch_top(smax if self.rank == "max" else smean, np.asarray(ids, np.int64), where,
+                        width, *self._best)
+        part = LayerPartial(
+            n, (smax > 0).sum(axis=0), mean, ((smean - mean) ** 2).sum(axis=0), smax.max(axis=0),
+            class_sum, *top,
+        )
         return _split(part, names, channels)
 
     def _cams(

@@ -192,7 +192,7 @@ def run_shard(
     part = plan.scanner.empty()
     for ids, pixels, labels in chunks:
         batch = plan.scanner.batch(plan.model.to_pixels(pixels), ids, labels)
-        part = part.merge(batch, plan.scanner.top_k)
+        part = part.merge(batch)
     part.skipped = list(skipped)
     return part
 
@@ -287,6 +287,41 @@ def _batch_shards(plan: Plan, done: set[int], advance: Callable[[int], None]
         yield shard, flush(shard)
 
 
+class _InOrder:
+    """Every shard's partial merged in shard order, as soon as its turn comes: this run's from
+    memory, the ones committed by an earlier run read back from their files."""
+
+    def __init__(self, out: Path, committed: set[int]):
+        self.out = out
+        self.committed = set(committed)
+        self.waiting: dict[int, Partial] = {}
+        self.merged: Partial | None = None
+        self.merged_shards: set[int] = set()
+        self.next = 0
+
+    def add(self, index: int, part: Partial) -> None:
+        self.waiting[index] = part
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.next in self.waiting or self.next in self.committed:
+            self._take(self.next)
+            self.next += 1
+
+    def _take(self, index: int) -> None:
+        part = self.waiting.pop(index, None)
+        if part is None:
+            part = load_shard(self.out, index)
+        self.merged = part if self.merged is None else self.merged.merge(part)
+        self.merged_shards.add(index)
+
+    def result(self) -> Partial | None:
+        self._advance()
+        for index in sorted((self.committed | set(self.waiting)) - self.merged_shards):
+            self._take(index)  # (after a gap in the shard numbers)
+        return self.merged
+
+
 # -- the whole scan ----------------------------------------------------------------------------
 def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None,
             progress: bool = False) -> ScanResult:
@@ -325,16 +360,13 @@ def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None
             if engine == "ray":
                 raise ScanError("--engine ray reads files; scan an iterable with engine='local'")
             produced = _batch_shards(plan, done, advance)
+        merging = _InOrder(plan.out, done)
         for index, part in produced:
             save_shard(plan.out, index, part)
-            done.add(index)
+            merging.add(index, part)
     compute = time.perf_counter() - compute_started
-    merged = None
-    for index in sorted(done):
-        part = load_shard(plan.out, index)
-        merged = part if merged is None else merged.merge(part, plan.scanner.top_k)
-    if merged is None:
-        merged = plan.scanner.empty()
+    merged = merging.result() or plan.scanner.empty()
+    done = merging.merged_shards
     finish_started = time.perf_counter()
     paths = (
         {item.id: item.path for item in source.items} if isinstance(source, FileSource) else {}

@@ -105,7 +105,6 @@ class _InOrder:
     the scan's rows) of the first row not merged yet."""
 
     def __init__(self, scanner: Scanner, start: int, position: dict[int, int]):
-        self.k = scanner.top_k
         self.merged = scanner.empty()
         self.next = start
         self.position = position  # image id → its row's position
@@ -115,7 +114,7 @@ class _InOrder:
         self.waiting[self.position[first]] = (count, blob)
         while self.next in self.waiting:
             count, blob = self.waiting.pop(self.next)
-            self.merged = self.merged.merge(_unpack(blob), self.k)
+            self.merged = self.merged.merge(_unpack(blob))
             self.next += count
 
     def result(self) -> Partial:
