@@ -108,11 +108,10 @@ class Partial:
             return out
 
         names = list(self.layers)
-        merged = _merge_layer(
-            _joined([self.layers[n] for n in names]), _joined([other.layers[n] for n in names]),
-            spread(_cat_columns([self.layers[n].class_sum for n in names]),
-                      _cat_columns([other.layers[n].class_sum for n in names])),
-        )
+        mine_joined, theirs_joined = _joined_layers(self.layers, names), _joined_layers(
+            other.layers, names)
+        merged = _merge_layer(mine_joined, theirs_joined,
+                              spread(mine_joined.class_sum, theirs_joined.class_sum))
         layers = _split(merged, names, [self.layers[n].fire.shape[0] for n in names])
         return Partial(
             layers,
@@ -189,6 +188,22 @@ def _joined(parts: list[LayerPartial]) -> LayerPartial:
     ))
 
 
+class _SplitLayers(dict):
+    """Layers split from one joined partial (views of its arrays), which a merge takes back
+    whole instead of joining the layers again."""
+
+    def __init__(self, joined: LayerPartial, layers: dict[str, LayerPartial]):
+        super().__init__(layers)
+        self.joined = joined
+
+
+def _joined_layers(layers: dict[str, LayerPartial], names: list[str]) -> LayerPartial:
+    """``layers`` in the order of ``names`` side by side (:func:`_joined`)."""
+    if isinstance(layers, _SplitLayers) and list(layers) == names:
+        return layers.joined
+    return _joined([layers[n] for n in names])
+
+
 def _split(joined: LayerPartial, names: list[str], channels: list[int]) -> dict[str, LayerPartial]:
     """The layers of a :func:`_joined` partial (views of its arrays)."""
     out = {}
@@ -198,7 +213,7 @@ def _split(joined: LayerPartial, names: list[str], channels: list[int]) -> dict[
             getattr(joined, key)[..., start:start + c] for key in _FIELDS
         ))
         start += c
-    return out
+    return _SplitLayers(joined, out)
 
 
 def _cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -377,13 +392,18 @@ class Scanner:
 
         model = self.model
         index = torch.as_tensor(rows, device=logits.device)
-        chosen = logits.index_select(0, index)
+        every = len(rows) == logits.shape[0]  # (rows ascend): all of them, nothing to select
+
+        def select(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if every else tensor.index_select(0, index)
+
+        chosen = select(logits)
         plan = resolve_targets(model, [int(t) for t in targets], chosen)
         with torch.enable_grad():
             score = score_rows(plan.round(0), chosen)
             (grad,) = torch.autograd.grad(score.sum(), leaf, retain_graph=keep)
-        acts = model.nchw(leaf.detach()).float().index_select(0, index)
-        grads = model.nchw(grad).float().index_select(0, index)
+        acts = select(model.nchw(leaf.detach()).float())
+        grads = select(model.nchw(grad).float())
         raw = GradCAM().layer_map(None, None, acts, grads)  # type: ignore[arg-type]
         heat, _ = normalize_maps([raw], size)
         kept = _kept_size(size)
