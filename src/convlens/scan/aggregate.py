@@ -392,18 +392,13 @@ class Scanner:
 
         model = self.model
         index = torch.as_tensor(rows, device=logits.device)
-        every = len(rows) == logits.shape[0]  # (rows ascend): all of them, nothing to select
-
-        def select(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor if every else tensor.index_select(0, index)
-
-        chosen = select(logits)
+        chosen = logits.index_select(0, index)
         plan = resolve_targets(model, [int(t) for t in targets], chosen)
         with torch.enable_grad():
             score = score_rows(plan.round(0), chosen)
             (grad,) = torch.autograd.grad(score.sum(), leaf, retain_graph=keep)
-        acts = select(model.nchw(leaf.detach()).float())
-        grads = select(model.nchw(grad).float())
+        acts = model.nchw(leaf.detach()).float().index_select(0, index)
+        grads = model.nchw(grad).float().index_select(0, index)
         raw = GradCAM().layer_map(None, None, acts, grads)  # type: ignore[arg-type]
         heat, _ = normalize_maps([raw], size)
         kept = _kept_size(size)
