@@ -215,6 +215,33 @@ def test_shards_are_merged_in_shard_order_whatever_order_they_come_in(tmp_path, 
     np.testing.assert_array_equal(gap.result().image_id, [1, 3])
 
 
+def test_shard_arrays_round_trip_and_the_earlier_per_layer_format_still_reads():
+    from convlens.scan.aggregate import _FIELDS, LayerPartial, Partial
+
+    rng = np.random.default_rng(0)
+
+    def layer(channels: int) -> LayerPartial:
+        return LayerPartial(4, *(rng.integers(0, 9, (3, channels) if key.startswith("top")
+                                              else (2, channels) if key == "class_sum"
+                                              else channels) for key in _FIELDS))
+
+    part = Partial({"a": layer(2), "b": layer(3)}, image_id=np.arange(4),
+                   classes=np.array([0, 1]), skipped=[(9, "x.jpg", "not an image")])
+    arrays = part.to_arrays()
+    assert len([k for k in arrays if k.startswith("layers.")]) == 3 + len(_FIELDS)
+    earlier = {k: v for k, v in arrays.items() if not k.startswith("layers.")}
+    for i, (name, lp) in enumerate(part.layers.items()):
+        earlier |= {f"L{i}.name": np.array(name), f"L{i}.count": np.array(lp.count)}
+        earlier |= {f"L{i}.{key}": getattr(lp, key) for key in _FIELDS}
+    for data in (arrays, earlier):
+        back = Partial.from_arrays(data)
+        assert list(back.layers) == ["a", "b"] and back.skipped == part.skipped
+        for name, lp in part.layers.items():
+            assert back.layers[name].count == 4
+            for key in _FIELDS:
+                np.testing.assert_array_equal(getattr(back.layers[name], key), getattr(lp, key))
+
+
 def test_dataloader_source_equals_the_files(folder, tmp_path, one_thread):
     root, good = folder
     paths = sorted(str(p) for p in good)

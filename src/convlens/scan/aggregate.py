@@ -129,14 +129,18 @@ class Partial:
 
     # -- shard files -------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Flat named arrays (for ``np.savez``; no pickles)."""
-        out: dict[str, np.ndarray] = {}
-        for i, (name, lp) in enumerate(self.layers.items()):
-            out[f"L{i}.name"] = np.array(name)
-            out[f"L{i}.count"] = np.array(lp.count, np.int64)
-            for key in ("fire", "mean", "m2", "max", "class_sum", "top_value", "top_id",
-                        "top_y", "top_x"):
-                out[f"L{i}.{key}"] = getattr(lp, key)
+        """Flat named arrays (for ``np.savez``; no pickles): the layers side by side, one array
+        per field (a dozen members, not nine per layer: a batch of EfficientNet-Lite0's 49
+        layers packs in 3 ms, not 14)."""
+        names = list(self.layers)
+        joined = _joined_layers(self.layers, names)
+        out: dict[str, np.ndarray] = {
+            "layers.names": np.array(names, dtype=str),
+            "layers.channels": np.array([self.layers[n].fire.shape[0] for n in names], np.int64),
+            "layers.count": np.array(joined.count, np.int64),
+        }
+        for key in _FIELDS:
+            out[f"layers.{key}"] = getattr(joined, key)
         for key in ("image_id", "label", "prediction", "score", "classes", "mistake_id"):
             out[key] = getattr(self, key)
         for key in ("cam_sum", "cam_count", "mistake_cam"):
@@ -150,16 +154,18 @@ class Partial:
 
     @classmethod
     def from_arrays(cls, data: dict[str, np.ndarray]) -> Partial:
-        layers = {}
-        i = 0
-        while f"L{i}.name" in data:
-            p = f"L{i}."
-            layers[str(data[p + "name"])] = LayerPartial(
-                int(data[p + "count"]), *(data[p + key] for key in (
-                    "fire", "mean", "m2", "max", "class_sum", "top_value", "top_id", "top_y",
-                    "top_x"))
-            )
-            i += 1
+        if "layers.names" in data:
+            joined = LayerPartial(int(data["layers.count"]),
+                                  *(data[f"layers.{key}"] for key in _FIELDS))
+            layers = _split(joined, [str(n) for n in data["layers.names"]],
+                            [int(c) for c in data["layers.channels"]])
+        else:  # the earlier format (shards of a scan to resume): one set of arrays per layer
+            layers, i = {}, 0
+            while f"L{i}.name" in data:
+                layers[str(data[f"L{i}.name"])] = LayerPartial(
+                    int(data[f"L{i}.count"]), *(data[f"L{i}.{key}"] for key in _FIELDS)
+                )
+                i += 1
         skipped = [
             (int(a), str(b), str(c))
             for a, b, c in zip(data["skipped_id"], data["skipped_path"], data["skipped_reason"])
