@@ -242,6 +242,22 @@ def test_shard_arrays_round_trip_and_the_earlier_per_layer_format_still_reads():
                 np.testing.assert_array_equal(getattr(back.layers[name], key), getattr(lp, key))
 
 
+def test_a_layer_replaced_after_a_split_is_the_one_merged_and_saved():
+    """A merge takes split layers back whole (no re-join) only while they are the split's own."""
+    from convlens.scan.aggregate import NO_IMAGE, LayerPartial, Partial
+
+    def part() -> Partial:
+        return Partial({"a": LayerPartial.empty(2, 1), "b": LayerPartial.empty(3, 1)})
+
+    split = part().merge(part())
+    new = LayerPartial.empty(2, 1)
+    new.top_value[0], new.top_id[0] = 7.0, 5
+    split.layers["a"] = new
+    for back in (split.merge(part()), Partial.from_arrays(split.to_arrays())):
+        np.testing.assert_array_equal(back.layers["a"].top_id[0], [5, 5])
+        np.testing.assert_array_equal(back.layers["b"].top_id[0], [NO_IMAGE] * 3)
+
+
 def test_dataloader_source_equals_the_files(folder, tmp_path, one_thread):
     root, good = folder
     paths = sorted(str(p) for p in good)

@@ -201,11 +201,14 @@ class _SplitLayers(dict):
     def __init__(self, joined: LayerPartial, layers: dict[str, LayerPartial]):
         super().__init__(layers)
         self.joined = joined
+        self.parts = tuple(layers.values())  # the split's own layers: an entry replaced since
+        # (``part.layers[name] = ...``) is not in ``joined``
 
 
 def _joined_layers(layers: dict[str, LayerPartial], names: list[str]) -> LayerPartial:
     """``layers`` in the order of ``names`` side by side (:func:`_joined`)."""
-    if isinstance(layers, _SplitLayers) and list(layers) == names:
+    if (isinstance(layers, _SplitLayers) and list(layers) == names
+            and all(a is b for a, b in zip(layers.values(), layers.parts))):
         return layers.joined
     return _joined([layers[n] for n in names])
 
