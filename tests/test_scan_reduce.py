@@ -145,3 +145,5 @@ def test_merge_tops_is_the_first_k_of_both_in_order(loops):
     np.testing.assert_array_equal(y[:, 0], [1, 2, 4])
     np.testing.assert_array_equal(ids[:, 1], [reduce.NO_IMAGE] * 3)
     np.testing.assert_array_equal(ids[:, 2], [8, reduce.NO_IMAGE, reduce.NO_IMAGE])
+    with pytest.raises(ValueError, match="do not merge"):  # (numba would read past a table)
+        reduce.merge_tops(a, reduce.empty_top(2, 3))

@@ -65,8 +65,8 @@ def batch_top(value: np.ndarray, ids: np.ndarray, where: np.ndarray, width: np.n
     the k-th entry of the running best (``best_value``/``best_id``, (k, C), updated in place),
     with the argmax row and column of their maps (``where`` // ``width``, ``where`` % ``width``).
 
-    ``ids`` ascend. An image enters if its value is larger than the k-th best's, or equal with a
-    smaller id (a NaN never enters); the entries are ordered by value descending, then id.
+    An image enters if its value is larger than the k-th best's, or equal with a smaller id (a
+    NaN never enters); the entries are ordered by value descending, then id.
     """
     k, channels = best_value.shape
     top = empty_top(k, channels)
@@ -104,6 +104,8 @@ def merge_tops(a: Top, b: Top) -> Top:
     """The first k of two top-k tables of the same shape, in (value desc, id asc) order (``a``
     first on a tie of both)."""
     k = a[0].shape[0]
+    if a[0].shape != b[0].shape:
+        raise ValueError(f"top-k tables of shapes {a[0].shape} and {b[0].shape} do not merge")
     kernels = _kernels()
     if kernels is not None:
         out = tuple(np.empty_like(x) for x in a)
