@@ -106,6 +106,13 @@ def test_host_chunk_keeps_outputs_off_mmap_and_reserves_their_working_set(monkey
     assert runtime.host_chunk(32, 64 * 112 * 112 * 4, CPU) == 8
     # another limit: 0.85 x 32 MiB holds 5 of EfficientNet-Lite0's: 8 as 4 + 4
     assert runtime.host_chunk(8, per_image, CPU, limit=int(0.85 * 32 * MIB)) == 4
+    # a pass that keeps 27 MiB of each image (a scan's recorded maps) reserves them too:
+    # 8 x 4.59 + 27 = 63.7 MiB an image, 8 of them within the 512 MiB limit, so 32 still go as 6s
+    reserved.clear()
+    assert runtime.host_chunk(32, per_image, CPU, kept_bytes=27 * MIB) == 6
+    assert reserved == [6 * (8 * per_image + 27 * MIB)]
+    # keeping 100 MiB an image, 512 MiB hold the working sets of 3: 32 go as 3 x 10 + 2
+    assert runtime.host_chunk(32, per_image, CPU, kept_bytes=100 * MIB) == 3
     # a smaller reserve limit: 64 MiB holds the working set of 1 image (8 x 4.59 MiB)
     monkeypatch.setattr(runtime, "RESERVE_MAX", 64 * MIB)
     assert runtime.host_chunk(8, per_image, CPU) == 1

@@ -166,6 +166,35 @@ def test_any_split_gives_the_same_tables(folder, tmp_path, one_thread):
         pd.testing.assert_frame_equal(getattr(a, name), getattr(c, name), check_exact=True)
 
 
+@pytest.mark.filterwarnings("ignore:Grad-CAM map is all zero")
+def test_a_batch_in_host_chunks_gives_one_pass_tables_and_reserves_the_recorded_maps(
+        folder, tmp_path, monkeypatch, one_thread):
+    from convlens.scan import aggregate
+
+    root, _ = folder
+    model = dead_channel_model()
+    whole = scan(model, root, tmp_path / "whole", top_k=5, batch_size=16)
+    asked = []
+
+    def chunk(batch, largest, device, limit=None, kept_bytes=0):  # as glibc's heap would cut
+        asked.append((batch, largest, kept_bytes))
+        return min(batch, 3)
+
+    monkeypatch.setattr(aggregate, "host_chunk", chunk)
+    cut = scan(model, root, tmp_path / "cut", top_k=5, batch_size=16)
+    # every pass keeps the outputs of both convs and of the CAM layer (the ReLU "4") of each
+    # image: 8 x 32 x 32 + 16 x 16 x 16 + 16 x 16 x 16 floats
+    kept = (8 * 32 * 32 + 2 * 16 * 16 * 16) * 4
+    assert {(largest, k) for _, largest, k in asked} == {(8 * 32 * 32 * 4, kept)}
+    # 104 images: 6 batches of 16 and one of 8, each run in chunks of 3 (the last 1 or 2)
+    assert {b for b, _, _ in asked} == {16, 8, 3, 2, 1}
+    # the same images in the same order; values as a pass over fewer images computes them
+    for name in ("topk", "images", "classes", "channels", "selectivity"):
+        pd.testing.assert_frame_equal(getattr(whole, name), getattr(cut, name),
+                                      check_exact=False, rtol=1e-5, atol=1e-6)
+    assert np.allclose(whole.class_mean_cam("cats"), cut.class_mean_cam("cats"), atol=1e-6)
+
+
 def test_a_plan_run_again_after_an_interruption_loses_nothing(folder, tmp_path, monkeypatch,
                                                               one_thread):
     """The scanner rejects images that cannot beat the top-k it has seen; a run interrupted

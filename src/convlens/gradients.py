@@ -49,6 +49,12 @@ def largest_output_bytes(model: Model) -> int:
     return numel * torch.empty((), dtype=model.dtype).element_size()
 
 
+def output_bytes(model: Model, infos: Sequence[LayerInfo]) -> int:
+    """The outputs of ``infos`` for one image together, in bytes (those without a shape: 0)."""
+    numel = sum(math.prod(i.output_shape[1:]) for i in infos if i.output_shape)
+    return numel * torch.empty((), dtype=model.dtype).element_size()
+
+
 def layer_gradients(
     model: Model, net_input: torch.Tensor, infos: Sequence[LayerInfo], target: Any
 ) -> tuple[Tensors, Tensors, torch.Tensor, TargetPlan, torch.Tensor]:

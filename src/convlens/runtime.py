@@ -214,7 +214,7 @@ def release_heap() -> int:
 
 
 def host_chunk(batch: int, largest_output_bytes: int, device: torch.device,
-               limit: int | None = None) -> int:
+               limit: int | None = None, kept_bytes: int = 0) -> int:
     """Images per forward pass on the CPU, with the heap kept for them (``batch`` itself
     elsewhere, when tuned, or when one image's output is over the limit already).
 
@@ -225,18 +225,21 @@ def host_chunk(batch: int, largest_output_bytes: int, device: torch.device,
     (done here), chunks whose largest output is at most ``limit`` (``HOST_CHUNK_BYTES``) come
     from the heap, and :func:`reserve_heap` (done here) keeps ``RESERVE_OUTPUTS`` such outputs
     of free heap for them: ResNet-50 at batch 8 runs whole and EfficientNet-Lite0 as 4 + 4, and
-    neither faults after the first call. Chunks give the same numbers per image.
+    neither faults after the first call. ``kept_bytes``: what a pass keeps of each image until
+    it ends (the layer outputs a scan records: 27 MiB of EfficientNet-Lite0's 49 convolutions),
+    reserved on top. Chunks give the same numbers per image.
     """
     if device.type != "cpu" or largest_output_bytes <= 0 or _tuned or not _glibc():
         return batch  # (a tuned allocator maps nothing: no need to cut the batch)
     settle_heap()
+    per_image = RESERVE_OUTPUTS * largest_output_bytes + max(0, kept_bytes)
     fits = min((HOST_CHUNK_BYTES if limit is None else limit) // largest_output_bytes,
-               RESERVE_MAX // (RESERVE_OUTPUTS * largest_output_bytes))
+               RESERVE_MAX // per_image)
     if fits < 1:
         return batch
     # even chunks: 8 images that fit 6 at a time go as 4 + 4
     size = batch if fits >= batch else -(-batch // -(-batch // fits))
-    reserve_heap(RESERVE_OUTPUTS * size * largest_output_bytes)
+    reserve_heap(size * per_image)
     return size
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..gradients import largest_output_bytes
+from ..gradients import largest_output_bytes, output_bytes
 from ..runtime import host_chunk
 from ..targets import as_logits, resolve_targets, score_rows
 from .reduce import NO_IMAGE, batch_top, empty_top, merge_tops, spatial_stats
@@ -295,7 +295,14 @@ class Scanner:
         model = self.model
         labels = np.asarray(labels, np.int64)
         n = pixels.shape[0]
-        size = host_chunk(n, largest_output_bytes(model), pixels.device)
+        cam = self.cam and bool((labels >= 0).any())
+        infos = self.layers
+        if cam:
+            cam_info = self._cam_info()
+            infos = [*self.layers, *([] if cam_info in self.layers else [cam_info])]
+        # the recorded outputs stay until the pass ends: their heap is reserved with the chunk's
+        size = host_chunk(n, largest_output_bytes(model), pixels.device,
+                          kept_bytes=output_bytes(model, infos))
         if size < n:  # passes in chunks that fit glibc's heap (runtime.host_chunk)
             part = self.batch(pixels[:size], ids[:size], labels[:size])
             for start in range(size, n, size):
@@ -303,10 +310,7 @@ class Scanner:
                 part = part.merge(self.batch(pixels[start:stop], ids[start:stop],
                                              labels[start:stop]))
             return part
-        cam = self.cam and bool((labels >= 0).any())
         if cam:
-            cam_info = self._cam_info()
-            infos = [*self.layers, *([] if cam_info in self.layers else [cam_info])]
             with model.logit_outputs(), model.capture(infos, grad_from=[cam_info]) as cap:
                 output = cap.run(model.prepare(pixels))
                 outputs = dict(cap.outputs)
