@@ -361,9 +361,11 @@ def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None
                 raise ScanError("--engine ray reads files; scan an iterable with engine='local'")
             produced = _batch_shards(plan, done, advance)
         merging = _InOrder(plan.out, done)
+        scanned = 0  # images run through the model by this run (not the committed shards')
         for index, part in produced:
             save_shard(plan.out, index, part)
             merging.add(index, part)
+            scanned += len(part.image_id)
     compute = time.perf_counter() - compute_started
     merged = merging.result() or plan.scanner.empty()
     done = merging.merged_shards
@@ -383,7 +385,7 @@ def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None
     timings = {
         "compute_s": round(compute, 3), "tables_s": round(time.perf_counter() - finish_started, 3),
         "total_s": round(time.time() - started, 3),
-        "images_per_s": round(images / compute, 2) if compute > 0 and todo else None,
+        "images_per_s": round(scanned / compute, 2) if compute > 0 and scanned else None,
     }
     write_json(plan.out / "manifest.json", {
         **plan.manifest, "status": "complete", "started": started, "timings": timings,
