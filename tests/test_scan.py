@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 import convlens as cl
-from convlens.scan import ScanError, scan
-from convlens.scan.receptive import chain_fields, field_box, gradient_box
+from convlens.scan import ScanError, receptive, scan
+from convlens.scan.receptive import Axis, chain_fields, field_box, gradient_box, graph_fields
 
+from .compat_models import HAND_BUILT
 from .conftest import tiny_convnet
 
 DEAD = 5  # the channel of the first conv given a large negative bias
@@ -406,6 +407,8 @@ def test_receptive_fields_of_the_default_model(default_model, one_thread):
     layers = default_model.resolve("conv")
     fields = chain_fields(default_model, layers)
     assert all(fields[info.name] is not None for info in layers)
+    # the autograd graph (its padding, convolution and addition nodes) finds the same geometry
+    assert graph_fields(default_model, layers) == fields
     for info in (layers[0], layers[3], layers[10], layers[30]):
         _, h, w, _ = info.output_shape
         y, x = h // 2, w // 3
@@ -430,21 +433,94 @@ class _Branching(torch.nn.Module):
         return self.after(torch.relu(y)).mean(dim=(2, 3))
 
 
-def test_receptive_fields_where_the_net_branches():
-    from convlens.scan.receptive import boxes
-
-    torch.manual_seed(0)
-    net = _Branching()
+def _positive(net: torch.nn.Module) -> torch.nn.Module:
+    """Positive weights (and zero running means): with positive pixels and ReLUs, every path
+    carries gradient, so the gradient's support over random images is the whole field."""
     with torch.no_grad():
         for p in net.parameters():
             p.abs_()
-    model = cl.load_model(net, input_size=(32, 32), preprocess="unit")
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.zero_()
+    return net.eval()
+
+
+def test_receptive_fields_where_the_net_branches(monkeypatch):
+    from convlens.scan.receptive import boxes
+
+    torch.manual_seed(0)
+    model = cl.load_model(_positive(_Branching()), input_size=(32, 32), preprocess="unit")
     after = model.layer("after")
     assert chain_fields(model, [after])["after"] is None  # the shortcut broke the chain
-    positions = np.array([[8, 8], [5, 9], [10, 4]])
-    got = boxes(model, [after], {"after": positions})["after"]
-    for (y, x), box in zip(positions.tolist(), got.tolist()):
-        assert tuple(box) == gradient_box(model, after, y, x, trials=4)
+    # on paper: stem 3x3 → (1, -1, 3); conv1 3x3/2 → (2, -2, 5); conv2 3x3 → (2, -4, 9); the
+    # shortcut 1x1/2 on the stem → (2, -1, 3); their sum: the union (2, -4, 9); after → (2, -6, 13)
+    assert graph_fields(model, [after])["after"] == (Axis(2, -6, 13), Axis(2, -6, 13))
+    expected = {(y, x): gradient_box(model, after, y, x, trials=4)
+                for y, x in ((8, 8), (5, 9), (10, 4), (0, 15))}
+    monkeypatch.setattr(receptive, "gradient_box", None)  # the graph answers: no gradient asked
+    got = boxes(model, [after], {"after": np.array(list(expected))})["after"]
+    assert [tuple(b) for b in got.tolist()] == list(expected.values())
+
+
+@pytest.mark.parametrize("name", ["ResNet bottlenecks", "DenseNet blocks"])
+def test_receptive_fields_of_resnet_and_densenet_from_the_graph(name):
+    """Shortcuts, max and average pooling, channel concatenations: every conv layer's field is
+    read from the autograd graph and equals the gradient's support."""
+    torch.manual_seed(0)
+    model = cl.load_model(_positive(HAND_BUILT[name][0]()), input_size=(96, 96),
+                          preprocess="unit")
+    layers = model.resolve("conv")
+    fields, chain = graph_fields(model, layers), chain_fields(model, layers)
+    assert all(fields[info.name] is not None for info in layers)
+    if name == "ResNet bottlenecks":
+        assert any(chain[info.name] is None for info in layers)  # the strided shortcut
+        # on paper: conv1 7x7/2 → (2, -3, 7); max pool 3/2 → (4, -5, 11); the shortcut's 1x1
+        # on the block's input → (4, -5, 11). The chain, which keeps no branches, reads it after
+        # the block's 3x3 (the 1x1 keeps the size): too large
+        shortcut = "layer1.0.downsample.0"
+        assert fields[shortcut] == (Axis(4, -5, 11), Axis(4, -5, 11))
+        assert chain[shortcut] == (Axis(4, -9, 19), Axis(4, -9, 19))
+    for info in layers:
+        # inside the image (at its border, a padded max pooling never picks the border pixels'
+        # smaller sums, so the gradient misses them there)
+        _, h, w, _ = info.output_shape
+        for y, x in {(h // 2, w // 2), (h // 2, w // 3), (h // 3, w // 2)}:
+            expected = gradient_box(model, info, y, x, trials=16)
+            assert field_box(fields[info.name], y, x, (96, 96)) == expected, (info.name, y, x)
+
+
+class _Squeezed(torch.nn.Module):
+    """A 3x3 conv, squeeze-excitation (a global mean multiplied back), a 3x3 conv; and a branch
+    off the first conv that halves its map (nearest: an operation the graph walk does not know)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.squeeze = torch.nn.Conv2d(4, 4, 1)
+        self.second = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.resized = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.first(x))
+        z = self.resized(torch.nn.functional.interpolate(x, scale_factor=0.5))
+        x = x * torch.sigmoid(self.squeeze(x.mean(dim=(2, 3), keepdim=True)))
+        y = self.second(x)
+        return y.mean(dim=(2, 3)) + z.mean(dim=(2, 3))
+
+
+def test_receptive_fields_past_squeeze_excitation_and_an_unknown_operation():
+    from convlens.scan.receptive import boxes
+
+    torch.manual_seed(0)
+    model = cl.load_model(_positive(_Squeezed()), input_size=(16, 16), preprocess="unit")
+    layers = model.resolve(["squeeze", "second", "resized"])
+    fields = graph_fields(model, layers)
+    assert fields["squeeze"] == (Axis(0, 0, 16), Axis(0, 0, 16))  # a global vector: everything
+    assert fields["second"] == (Axis(1, -2, 5), Axis(1, -2, 5))  # two 3x3: the SE adds nothing
+    assert fields["resized"] is None  # the resize: not known to the graph walk
+    resized = model.layer("resized")
+    got = boxes(model, [resized], {"resized": np.array([[3, 5]])})["resized"]
+    assert tuple(got[0]) == gradient_box(model, resized, 3, 5)  # the gradient's answer
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

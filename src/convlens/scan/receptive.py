@@ -2,10 +2,13 @@
 
 For a chain of convolutions and poolings (the seed's model, VGG, EfficientNet's main path: global
 squeeze-excitation vectors and residual additions do not widen it) the field is worked out from the
-layers' kernels, strides, paddings and dilations. Where the chain does not explain a layer's
-output size (a ResNet's downsampling branch), the box is the support of the gradient of the
-layer's central position with respect to the input (on a few random images), moved by the
-layer's stride to each position.
+layers' kernels, strides, paddings and dilations. A PyTorch network's branches (a ResNet's
+shortcuts, a DenseNet's concatenations) are read from the autograd graph of one forward pass
+instead: its convolution, pooling and padding nodes carry their geometry, and where branches meet
+(an addition, a channel concatenation) the field is their union. Where neither explains a layer
+(an operation that moves pixels in a way not known here: resizing, reshaping), the box is the
+support of the gradient of the layer's central position with respect to the input (on a few
+random images), moved by the layer's stride to each position.
 """
 
 from __future__ import annotations
@@ -108,6 +111,132 @@ def _out_size(size: tuple[int, ...], pad: tuple[int, int], kernel: tuple[int, in
     )
 
 
+#: the autograd nodes that keep every pixel where it is (pointwise, per channel, copies)
+_POINTWISE = frozenset(f"{name}Backward{n}" for name, n in (
+    ("Add", 0), ("Add", 1), ("Sub", 0), ("Sub", 1), ("Mul", 0), ("Mul", 1), ("Div", 0),
+    ("Div", 1), ("Neg", 0), ("Relu", 0), ("Hardtanh", 0), ("Sigmoid", 0), ("Silu", 0),
+    ("Gelu", 0), ("Tanh", 0), ("Elu", 0), ("LeakyRelu", 0), ("Hardswish", 0),
+    ("Hardsigmoid", 0), ("Mish", 0), ("Softplus", 0), ("Clamp", 0), ("Clamp", 1),
+    ("ClampMin", 0), ("ClampMax", 0), ("Threshold", 0), ("Clone", 0), ("ToCopy", 0),
+    ("Alias", 0), ("NativeBatchNorm", 0), ("CudnnBatchNorm", 0), ("MiopenBatchNorm", 0),
+))
+#: the nodes that can reduce over the positions (a global vector when their output has none)
+_REDUCING = frozenset({
+    "MeanBackward0", "MeanBackward1", "SumBackward0", "SumBackward1", "AmaxBackward0",
+    "MaxBackward1", "AdaptiveAvgPool2DBackward0", "AdaptiveMaxPool2DBackward0",
+})
+#: the fields of a global vector (the whole image: multiplied back onto a map, as
+#: squeeze-excitation does, it does not widen the map's field) and of an unknown operation
+_GLOBAL, _UNKNOWN = "global", "unknown"
+
+
+def graph_fields(model: Model, layers: list[LayerInfo]) -> dict[str, tuple[Axis, Axis] | None]:
+    """Each layer's (rows, columns) geometry read from the autograd graph of one forward pass of
+    a PyTorch (NCHW) network, or None where the graph holds an operation not known here."""
+    h, w = model.input_size
+    if model.layout != "NCHW" or not layers:
+        return {info.name: None for info in layers}
+    pixels = torch.zeros(1, h, w, 3, device=model.device, dtype=model.dtype)
+    with torch.enable_grad():
+        start = model.prepare(pixels).detach().requires_grad_(True)
+        if start.ndim != 4 or tuple(start.shape[2:]) != (h, w):
+            return {info.name: None for info in layers}
+        with model.capture(layers, stop_early=True, autograd=True) as cap:
+            cap.run(start)
+            nodes = {name: out.grad_fn for name, out in cap.outputs.items()}
+    walked: dict[Any, Any] = {}
+    out: dict[str, tuple[Axis, Axis] | None] = {}
+    for info in layers:
+        node = nodes.get(info.name)
+        field = _walk(node, start, walked) if node is not None else None
+        if field == _GLOBAL:
+            field = (Axis(0, 0, h), Axis(0, 0, w))
+        out[info.name] = field if isinstance(field, tuple) else None
+    return out
+
+
+def _walk(root: Any, start: torch.Tensor, walked: dict[Any, Any]) -> Any:
+    """The field of the output of autograd node ``root`` (children first, without recursion;
+    ``walked`` keeps every node's field): (rows, columns), _GLOBAL, _UNKNOWN or None (it does not
+    depend on ``start``)."""
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in walked:
+            continue
+        children = [child for child, _ in node.next_functions]
+        if not ready:
+            stack.append((node, True))
+            stack += [(c, False) for c in children if c is not None and c not in walked]
+            continue
+        walked[node] = _node_field(node, [walked[c] if c is not None else None
+                                          for c in children], start)
+    return walked[root]
+
+
+def _node_field(node: Any, inputs: list[Any], start: torch.Tensor) -> Any:
+    name = node.name()
+    if name.endswith("AccumulateGrad"):
+        return (Axis(), Axis()) if node.variable is start else None
+    connected = [field for field in inputs if field is not None]
+    if not connected:
+        return None
+    if _UNKNOWN in connected:
+        return _UNKNOWN
+    if all(field == _GLOBAL for field in connected):
+        return _GLOBAL  # whatever is computed from global vectors
+    if name in _REDUCING:
+        shape = node._input_metadata[0].shape
+        return _GLOBAL if len(shape) <= 2 or (len(shape) == 4 and shape[2] * shape[3] == 1) \
+            else _UNKNOWN
+    if name in ("ConvolutionBackward0", "MaxPool2DWithIndicesBackward0", "AvgPool2DBackward0"):
+        return _through(node, name, inputs[0])
+    if name == "ConstantPadNdBackward0":
+        pad = [*node._saved_pad, 0, 0, 0]
+        if not isinstance(inputs[0], tuple) or len(node._saved_pad) > 4:
+            return _UNKNOWN
+        rows, cols = inputs[0]
+        return rows.then(1, 1, pad[2], 1), cols.then(1, 1, pad[0], 1)
+    if name in _POINTWISE or (name == "CatBackward0" and node._saved_dim in (1, -3)):
+        return _union(inputs)
+    return _UNKNOWN
+
+
+def _through(node: Any, name: str, field: Any) -> Any:
+    """The field after a convolution or pooling node (``field``: its input's)."""
+    if field == _GLOBAL or not isinstance(field, tuple):
+        return _UNKNOWN if field is None else field
+    if name == "ConvolutionBackward0":
+        if node._saved_transposed:
+            return _UNKNOWN
+        kernel = tuple(node._saved_weight.shape[2:])
+        dilation = tuple(node._saved_dilation)
+    else:
+        kernel = tuple(node._saved_kernel_size)
+        dilation = tuple(getattr(node, "_saved_dilation", (1, 1)))
+    stride, padding = tuple(node._saved_stride) or kernel, tuple(node._saved_padding)
+    if not len(kernel) == len(stride) == len(padding) == len(dilation) == 2:
+        return _UNKNOWN  # 1-D or 3-D
+    rows, cols = field
+    return (rows.then(kernel[0], stride[0], padding[0], dilation[0]),
+            cols.then(kernel[1], stride[1], padding[1], dilation[1]))
+
+
+def _union(inputs: list[Any]) -> Any:
+    """Where branches meet: the union of their fields (global vectors do not widen them)."""
+    fields = [f for f in inputs if isinstance(f, tuple)]
+    if not fields:
+        return _GLOBAL
+    out = []
+    for axes in zip(*fields):
+        if len({a.jump for a in axes}) > 1:
+            return _UNKNOWN
+        first = min(a.start for a in axes)
+        last = max(a.start + a.size for a in axes)
+        out.append(Axis(axes[0].jump, first, last - first))
+    return tuple(out)
+
+
 def _ceil_mode(module: Any, size: tuple[int, ...], out_size: tuple[int, int]) -> bool:
     return bool(getattr(module, "ceil_mode", False))
 
@@ -153,10 +282,16 @@ def boxes(
 ) -> dict[str, np.ndarray]:
     """Input boxes (P, 4) of the (P, 2) (y, x) positions of each layer.
 
-    Where the layer geometry does not explain a layer, its box is the gradient's support at the
-    central position, moved by the layer's stride (input size / output size) to each position.
+    The field is read from the autograd graph (PyTorch), else from the chain of layers (the
+    chain takes a branch that keeps the map's size for the next layer of the main path); where
+    neither explains a layer, its box is the gradient's support at the central position, moved
+    by the layer's stride (input size / output size) to each position.
     """
-    fields = chain_fields(model, layers)
+    wanted = [info for info in layers if info.name in positions]
+    fields = graph_fields(model, wanted)
+    if any(field is None for field in fields.values()):
+        chain = chain_fields(model, wanted)
+        fields = {k: chain[k] if v is None else v for k, v in fields.items()}
     h, w = model.input_size
     by_name = {info.name: info for info in layers}
     out = {}
