@@ -219,8 +219,9 @@ def test_a_plan_run_again_after_an_interruption_loses_nothing(folder, tmp_path, 
     monkeypatch.setattr(engine, "save_shard", save)
     again = engine.execute(plan)
     # this run scanned shards 1 and 2: 40 + 25 files, one of them corrupt; its rate counts them
-    timings = again.manifest["timings"]
-    assert timings["images_per_s"] == pytest.approx(64 / timings["compute_s"], rel=0.01)
+    timings = again.manifest["timings"]  # compute_s rounded to the ms, the rate to 0.01
+    seconds = timings["compute_s"]
+    assert 64 / (seconds + 5e-4) - 0.01 <= timings["images_per_s"] <= 64 / (seconds - 5e-4) + 0.01
     for name in ("topk", "channels", "images"):
         pd.testing.assert_frame_equal(getattr(whole, name), getattr(again, name),
                                       check_exact=False, rtol=1e-6)
