@@ -20,7 +20,15 @@ def _maps() -> list[torch.Tensor]:
     nan = torch.randn(5, 2, 4, 4, generator=g).contiguous(memory_format=torch.channels_last)
     nan[0, 0, 1, 2] = float("nan")  # a NaN wins, as in max pooling
     nan[1, 1, 0, 0] = float("nan")
-    return [plain, last, ties, nan]
+    # contiguous maps longer than the lanes (35 positions: two rounds of 16 and 3 more)
+    long = torch.randn(5, 3, 5, 7, generator=g)
+    flat = long.view(5, 3, 35)
+    flat[0, 0, [6, 17]] = 9.0  # equal maxima in lanes 6 and 1: the first position (6) wins
+    flat[0, 1, [10, 33]] = 9.0  # in a lane and in the last positions: 10
+    flat[1, 0, [5, 18]] = float("nan")  # NaNs in two lanes: the last (18), as max pooling
+    flat[1, 1, [7, 34]] = float("nan")  # in a lane and in the last positions: 34
+    flat[2, 2] = float("-inf")  # nothing larger than -inf: position 0
+    return [plain, last, ties, nan, long]
 
 
 def _reference(maps: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,6 +56,10 @@ def test_spatial_stats_are_max_pooling_and_the_mean(monkeypatch, fused):
     np.testing.assert_allclose(smean, ref_mean, rtol=1e-6, atol=1e-7)
     assert where[0, 3 + 7 + 1] == 1  # the tie: (0, 1) before (2, 2)
     assert where[0, 3 + 7 + 2] == 1 * 4 + 2 and where[1, 3 + 7 + 2 + 1] == 0  # the NaNs
+    long = 3 + 7 + 2 + 2
+    assert where[0, long] == 6 and where[0, long + 1] == 10
+    assert where[1, long] == 18 and where[1, long + 1] == 34 and np.isnan(smax[1, long])
+    assert where[2, long + 2] == 0 and smax[2, long + 2] == -np.inf
     assert smax.dtype == smean.dtype == np.float64 and where.dtype == np.int64
 
 

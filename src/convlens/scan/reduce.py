@@ -200,6 +200,8 @@ def _numba_stats(maps: list[torch.Tensor]) -> Stats:
 #: the compiled loops; None without numba; False until first asked (importing numba takes 0.2 s,
 #: which ``import convlens`` does not pay)
 _KERNELS: tuple | bool | None = False
+#: running maxima and sums kept side by side for a contiguous map (one AVX-512 vector of float32)
+LANES = 16
 
 
 def _kernels() -> tuple | None:
@@ -245,21 +247,43 @@ def _compile(numba) -> tuple:
 
     @jit
     def by_channels(x, lo, hi, smax, where, smean):  # pragma: no cover - compiled
+        # each map contiguous: LANES interleaved running maxima and sums (position p in lane
+        # p % LANES), one vector each, then the lanes combined and the last positions added
         _, channels, positions = x.shape
+        full = positions - positions % LANES
+        best = np.empty(LANES, np.float32)
+        at = np.empty(LANES, np.int64)
+        total = np.empty(LANES, np.float64)
         for i in range(lo, hi):
             for c in range(channels):
-                best = x[i, c, 0]
-                at = 0
-                total = 0.0
-                for p in range(positions):
+                for j in range(LANES):
+                    best[j] = -np.inf
+                    at[j] = 0
+                    total[j] = 0.0
+                for p in range(0, full, LANES):
+                    for j in range(LANES):
+                        v = x[i, c, p + j]
+                        total[j] += v
+                        up = (v > best[j]) | (v != v)
+                        best[j] = v if up else best[j]
+                        at[j] = p + j if up else at[j]
+                top, first, nan, s = best[0], at[0], best[0] != best[0], 0.0
+                for j in range(LANES):  # the largest at its first position; the last NaN
+                    s += total[j]
+                    v = best[j]
+                    if v != v:
+                        first = at[j] if not nan or at[j] > first else first
+                        top, nan = v, True
+                    elif not nan and (v > top or (v == top and at[j] < first)):
+                        top, first = v, at[j]
+                for p in range(full, positions):
                     v = x[i, c, p]
-                    total += v
-                    if v > best or v != v:
-                        best = v
-                        at = p
-                smax[i, c] = best
-                where[i, c] = at
-                smean[i, c] = total / positions
+                    s += v
+                    if v > top or v != v:
+                        top, first = v, p
+                smax[i, c] = top
+                where[i, c] = first
+                smean[i, c] = s / positions
 
     @jit
     def before(v, i, w, j):  # pragma: no cover - compiled
