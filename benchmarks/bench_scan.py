@@ -7,10 +7,12 @@
 4. Ray engine speed / local engine speed (2 CPUs, local Ray, actor start in)   bound >= 0.7
    (on 1,024 files by default: the actors' start, a few seconds, is paid once per scan)
 
-JPEG files (random 256 px crops of the sample photos) on EfficientNet-Lite0, all conv layers,
-batch 32; each round runs every measurement once, the order turning, and a ratio is the median
-of the rounds' ratios. ``--quick`` is a smoke run (few images, one round, 1,000 vs 2,000 for RSS):
-its figures are not the bounds'. Run the full one on a quiet machine:
+JPEG files (random 256 px crops of the sample photos) on EfficientNet-Lite0 (channels-last maps)
+and on a ResNet-50 (random weights, NCHW maps: the layout and the branches of most PyTorch
+models), all conv layers, batch 32; each round runs every measurement once, the order turning,
+and a ratio is the median of the rounds' ratios. ``--quick`` is a smoke run (few images, one
+round, 1,000 vs 2,000 for RSS): its figures are not the bounds'. Run the full one on a quiet
+machine:
 
     python -m benchmarks.bench_scan            (or: python benchmarks/run.py bench_scan)
 """
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,7 +132,8 @@ def versus_floor(model: cl.Model, paths: list[Path], labels: list[int], scans: _
         "scan": lambda: scans(cam=False), "scan_cam": lambda: scans(),
     }, rounds)
     median = {k: statistics.median(t[k] for t in times) for k in times[0]}
-    print(f"{len(paths)} JPEG files, EfficientNet-Lite0, all {len(layers)} conv layers, "
+    layout = "channels-last" if model.channels_last else "NCHW"
+    print(f"{len(paths)} JPEG files, {model.name} ({layout}), all {len(layers)} conv layers, "
           f"batch {BATCH}, {len(times)} rounds (median times: decoding {median['decode']:.2f} s, "
           f"forward + capture {median['forward']:.2f} s, batched Grad-CAM "
           f"{median['gradcam']:.2f} s, scan --no-cam {median['scan']:.2f} s, scan "
@@ -198,6 +202,18 @@ def peak_rss(work: Path, small: int, large: int) -> None:
           f"{low:.0f} MB = {high - low:+.0f} MB{bound}")
 
 
+MODELS = ("efficientnet_lite0", "resnet50")
+
+
+def _model(name: str) -> cl.Model:
+    if name == "resnet50":
+        from .models import resnet50
+
+        return cl.load_model(resnet50(), name="resnet50", input_size=(224, 224),
+                             channels_last=False)
+    return cl.load_model()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -207,11 +223,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray-images", type=int, default=None,
                         help="JPEG files of the Ray vs local part (1,024)")
     parser.add_argument("--parts", default="floor,rss,ray", help="floor,rss,ray (all)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="models of the floor part (efficientnet_lite0,resnet50)")
+    parser.add_argument("--resnet-images", type=int, default=None,
+                        help="JPEG files of the ResNet-50 floor part (128)")
     args = parser.parse_args([] if argv is None else argv)
     images = args.images or (64 if args.quick else 256)
     ray_images = args.ray_images or (64 if args.quick else 1024)
     rounds = args.rounds or (1 if args.quick else 3)
     parts = args.parts.split(",")
+    # a ResNet-50 of random weights: some classes' Grad-CAMs are all zero (its warning)
+    warnings.filterwarnings("ignore", message="Grad-CAM map is all zero")
     print(setting() + (" -- QUICK: a smoke run, not the bounds' figures" if args.quick else ""))
     model = cl.load_model()
     with tempfile.TemporaryDirectory(prefix="convlens-bench-scan-") as tmp:
@@ -220,9 +242,15 @@ def main(argv: list[str] | None = None) -> None:
         names = model.class_names or []
         by_path = {str(p): names[label] for p, label in zip(paths, labels)}
         scan(model, paths[:BATCH], work / "warm", cam=False)  # warm the model and allocator
-        if "floor" in parts:
-            scans = _Scans(model, [str(p) for p in paths[:images]], by_path, work)
-            versus_floor(model, paths[:images], labels[:images], scans, rounds)
+        for name in args.models.split(",") if "floor" in parts else []:
+            if name not in MODELS:
+                parser.error(f"--models: {name!r} is not one of {', '.join(MODELS)}")
+            chosen = model if name == "efficientnet_lite0" else _model(name)
+            count = images if name == "efficientnet_lite0" else (
+                args.resnet_images or (32 if args.quick else 128))
+            scans = _Scans(chosen, [str(p) for p in paths[:count]], by_path, work)
+            scan(chosen, paths[:BATCH], work / f"warm-{name}", cam=False)
+            versus_floor(chosen, paths[:count], labels[:count], scans, rounds)
         if "rss" in parts:
             peak_rss(work, 1_000, 2_000 if args.quick else 10_000)
         if "ray" in parts:
