@@ -447,7 +447,7 @@ def _positive(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_receptive_fields_where_the_net_branches(monkeypatch):
-    from convlens.scan.receptive import boxes
+    from convlens.scan.receptive import boxes, receptive_fields
 
     torch.manual_seed(0)
     model = cl.load_model(_positive(_Branching()), input_size=(32, 32), preprocess="unit")
@@ -459,7 +459,8 @@ def test_receptive_fields_where_the_net_branches(monkeypatch):
     expected = {(y, x): gradient_box(model, after, y, x, trials=4)
                 for y, x in ((8, 8), (5, 9), (10, 4), (0, 15))}
     monkeypatch.setattr(receptive, "gradient_box", None)  # the graph answers: no gradient asked
-    got = boxes(model, [after], {"after": np.array(list(expected))})["after"]
+    fields = receptive_fields(model, [after])
+    got = boxes(fields, {"after": np.array(list(expected))}, (32, 32))["after"]
     assert [tuple(b) for b in got.tolist()] == list(expected.values())
 
 
@@ -510,7 +511,7 @@ class _Squeezed(torch.nn.Module):
 
 
 def test_receptive_fields_past_squeeze_excitation_and_an_unknown_operation():
-    from convlens.scan.receptive import boxes
+    from convlens.scan.receptive import boxes, receptive_fields
 
     torch.manual_seed(0)
     model = cl.load_model(_positive(_Squeezed()), input_size=(16, 16), preprocess="unit")
@@ -520,7 +521,8 @@ def test_receptive_fields_past_squeeze_excitation_and_an_unknown_operation():
     assert fields["second"] == (Axis(1, -2, 5), Axis(1, -2, 5))  # two 3x3: the SE adds nothing
     assert fields["resized"] is None  # the resize: not known to the graph walk
     resized = model.layer("resized")
-    got = boxes(model, [resized], {"resized": np.array([[3, 5]])})["resized"]
+    fields = receptive_fields(model, [resized])
+    got = boxes(fields, {"resized": np.array([[3, 5]])}, (16, 16))["resized"]
     assert tuple(got[0]) == gradient_box(model, resized, 3, 5)  # the gradient's answer
 
 
@@ -547,3 +549,28 @@ def test_a_map_with_tied_maxima_is_placed_at_the_first(tmp_path, channels_last):
     assert top.loc[0, ["y", "x"]].values.tolist() == [[0, 0]] * 3
     # image 1's (7, 1) comes after (6, 6); the others' peaks come first
     assert top.loc[1, ["image", "y", "x"]].values.tolist() == [[2, 4, 4], [1, 6, 6], [0, 2, 5]]
+
+
+def test_a_graph_node_without_its_saved_fields_is_an_unknown_operation():
+    """(Another torch may name or save a node's fields differently: then the chain or the
+    gradient answers, the scan does not fail.)"""
+
+    class Node:
+        next_functions = ()
+
+        def name(self) -> str:
+            return "ConvolutionBackward0"
+
+    class Leaf(Node):
+        variable = None
+
+        def name(self) -> str:
+            return "torch::autograd::AccumulateGrad"
+
+    start = torch.zeros(1)
+    leaf = Leaf()
+    leaf.variable = start
+    node = Node()
+    node.next_functions = ((leaf, 0),)
+    assert receptive._walk(leaf, start, {}) == (Axis(), Axis())
+    assert receptive._walk(node, start, {}) == receptive._UNKNOWN

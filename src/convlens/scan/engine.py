@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .aggregate import Partial, Scanner
-from .receptive import boxes
+from .receptive import Axis, boxes, receptive_fields
 from .sources import BatchSource, FileSource, Item, ScanError, decode, open_source
 from .store import (
     committed_shards,
@@ -55,6 +55,8 @@ class Plan:
     workers: int
     params: dict[str, Any]
     manifest: dict[str, Any]
+    #: each layer's receptive field (``receptive.receptive_fields``): the top-k's input boxes
+    fields: dict[str, tuple[Axis, Axis]]
 
 
 def model_fingerprint(model: Model) -> str:
@@ -162,7 +164,7 @@ def plan_scan(
     }
     scanner = Scanner(model, chosen, top_k=top_k, rank=rank, classes=classes, cam=cam)
     return Plan(model, opened, folder, chosen, scanner, shard_size, batch_size, workers, params,
-                manifest)
+                manifest, receptive_fields(model, chosen))
 
 
 # -- decoding and batching ---------------------------------------------------------------------
@@ -379,7 +381,8 @@ def execute(plan: Plan, *, engine: str = "local", ray_address: str | None = None
     }
     write_tables(
         plan.out, merged, paths=paths, class_names=source.class_names,
-        boxes=boxes(plan.model, plan.layers, positions), rank=plan.scanner.rank,
+        boxes=boxes(plan.fields, positions, tuple(plan.model.input_size)),
+        rank=plan.scanner.rank,
     )
     images = len(merged.image_id)
     timings = {

@@ -169,8 +169,11 @@ def _walk(root: Any, start: torch.Tensor, walked: dict[Any, Any]) -> Any:
             stack.append((node, True))
             stack += [(c, False) for c in children if c is not None and c not in walked]
             continue
-        walked[node] = _node_field(node, [walked[c] if c is not None else None
-                                          for c in children], start)
+        inputs = [walked[c] if c is not None else None for c in children]
+        try:
+            walked[node] = _node_field(node, inputs, start)
+        except AttributeError:  # a node without the saved fields this torch had: not known
+            walked[node] = _UNKNOWN
     return walked[root]
 
 
@@ -277,32 +280,36 @@ def gradient_box(
     return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
-def boxes(
-    model: Model, layers: list[LayerInfo], positions: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Input boxes (P, 4) of the (P, 2) (y, x) positions of each layer.
+def receptive_fields(model: Model, layers: list[LayerInfo]) -> dict[str, tuple[Axis, Axis]]:
+    """Each layer's (rows, columns) geometry: output position (y, x) sees the input box
+    :func:`field_box` gives.
 
-    The field is read from the autograd graph (PyTorch), else from the chain of layers (the
-    chain takes a branch that keeps the map's size for the next layer of the main path); where
-    neither explains a layer, its box is the gradient's support at the central position, moved
-    by the layer's stride (input size / output size) to each position.
+    Read from the autograd graph (PyTorch), else from the chain of layers (the chain takes a
+    branch that keeps the map's size for the next layer of the main path); where neither
+    explains a layer, the gradient's support at its central position, moved by the layer's
+    stride (input size / output size) to each position.
     """
-    wanted = [info for info in layers if info.name in positions]
-    fields = graph_fields(model, wanted)
+    fields = graph_fields(model, layers)
     if any(field is None for field in fields.values()):
-        chain = chain_fields(model, wanted)
+        chain = chain_fields(model, layers)
         fields = {k: chain[k] if v is None else v for k, v in fields.items()}
     h, w = model.input_size
-    by_name = {info.name: info for info in layers}
     out = {}
-    for name, yx in positions.items():
-        geometry = fields.get(name)
+    for info in layers:
+        geometry = fields[info.name]
         if geometry is None:
-            info = by_name[name]
             _, oh, ow, _ = info.output_shape
             cy, cx = oh // 2, ow // 2
             x0, y0, x1, y1 = gradient_box(model, info, cy, cx)
             jy, jx = max(1, round(h / oh)), max(1, round(w / ow))
             geometry = (Axis(jy, y0 - cy * jy, y1 - y0 + 1), Axis(jx, x0 - cx * jx, x1 - x0 + 1))
-        out[name] = field_box(geometry, yx[:, 0], yx[:, 1], (h, w)).astype(np.int32)
+        out[info.name] = geometry
     return out
+
+
+def boxes(fields: dict[str, tuple[Axis, Axis]], positions: dict[str, np.ndarray],
+          input_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Input boxes (P, 4) of the (P, 2) (y, x) positions of each layer (``fields``: its
+    :func:`receptive_fields`)."""
+    return {name: field_box(fields[name], yx[:, 0], yx[:, 1], input_size).astype(np.int32)
+            for name, yx in positions.items()}
